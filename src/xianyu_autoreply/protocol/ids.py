@@ -1,0 +1,56 @@
+"""Device ids, request `mid`s and message `uuid`s (PROTOCOL.md §1.3-§1.4).
+
+The platform's clients derive `mid` and `uuid` from the wall clock, so two made in the same millisecond collide.
+Ours keep the wire format but draw the millisecond from a per-process clock that never repeats a value: under a
+burst it runs a little ahead of the wall clock, and it is thread-safe.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+
+_HEX = "0123456789ABCDEF"
+
+
+class _UniqueMillis:
+    """A millisecond clock that never returns the same value twice in this process."""
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> int:
+        now = time.time_ns() // 1_000_000
+        with self._lock:
+            self._last = now if now > self._last else self._last + 1
+            return self._last
+
+
+_unique_ms = _UniqueMillis()
+
+
+def new_device_id(unb: str) -> str:
+    """`XXXXXXXX-XXXX-4XXX-YXXX-XXXXXXXXXXXX-<unb>` with uppercase hex, as the web client makes it."""
+    chars = [secrets.choice(_HEX) for _ in range(36)]
+    for pos in (8, 13, 18, 23):
+        chars[pos] = "-"
+    chars[14] = "4"
+    chars[19] = secrets.choice("89AB")
+    return "".join(chars) + "-" + unb
+
+
+def new_mid() -> str:
+    """A request id: a 0-999 prefix, epoch milliseconds, then `" 0"`; unique within the process."""
+    return f"{secrets.randbelow(1000)}{_unique_ms()} 0"
+
+
+def new_uuid() -> str:
+    """A client message id for sends: `-<epoch ms>1`; unique within the process."""
+    return f"-{_unique_ms()}1"
+
+
+def now_ms() -> int:
+    """Wall-clock epoch milliseconds."""
+    return time.time_ns() // 1_000_000
