@@ -1,0 +1,125 @@
+"""Settings from the environment (`XAR_*`, nested with `__`), a `.env` file, and an optional TOML file.
+
+Precedence: explicit overrides > environment > `.env` > the TOML file named by `XAR_CONFIG` > defaults.
+A bad value is reported with the variable's name and the value given, never as a bare validation dump.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "XAR_"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names each bad variable and its value."""
+
+
+class PlatformSettings(BaseModel):
+    """Where the platform is: the real hosts by default, the simulator in demos and tests."""
+
+    ws_url: str = "wss://wss-goofish.dingtalk.com/"
+    mtop_url: str = "https://h5api.m.goofish.com/h5/"
+    passport_url: str = "https://passport.goofish.com/"
+
+    @model_validator(mode="after")
+    def _urls(self) -> PlatformSettings:
+        for name, prefixes in (
+            ("ws_url", ("ws://", "wss://")),
+            ("mtop_url", ("http://", "https://")),
+            ("passport_url", ("http://", "https://")),
+        ):
+            value = getattr(self, name)
+            if not value.startswith(prefixes):
+                raise ValueError(f"{name} must start with {' or '.join(prefixes)}")
+            if name != "ws_url" and not value.endswith("/"):
+                setattr(self, name, value + "/")
+        return self
+
+
+class SessionSettings(BaseModel):
+    """Timing of one account's live connection (seconds)."""
+
+    heartbeat_interval: PositiveFloat = 15.0
+    heartbeat_timeout: PositiveFloat = 30.0
+    token_refresh_interval: PositiveFloat = 3600.0
+    message_expire: PositiveFloat = 300.0
+    max_concurrent_messages: PositiveInt = 100
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; see DESIGN.md §2 for the contract."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    data_dir: Path = Path("./data")
+    database_url: str = ""
+    secret_key: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    admin_username: str = "admin"
+    admin_password: SecretStr | None = None
+    platform: PlatformSettings = PlatformSettings()
+    session: SessionSettings = SessionSettings()
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'xianyu.db'}"
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        toml_path = os.environ.get(f"{ENV_PREFIX}CONFIG")
+        if toml_path:
+            path = Path(toml_path)
+            if not path.is_file():
+                raise ConfigError(f"{ENV_PREFIX}CONFIG: no such file {toml_path!r}")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(part).upper() for part in loc if part != "__root__")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load the settings, or raise `ConfigError` naming each bad variable and the value it had."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            value = err.get("input")
+            shown = "" if isinstance(value, dict) else f" (got {value!r})"
+            lines.append(f"{_variable(err['loc'])}: {err['msg']}{shown}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    except ValueError as exc:  # a TOML file that does not parse
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{ENV_PREFIX}CONFIG: {exc}") from exc
