@@ -17,7 +17,6 @@ import contextlib
 import enum
 import random
 import time
-from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +53,7 @@ from ..protocol import (
     send_frame,
 )
 from ..protocol.mtop import USER_AGENT
+from ..replies.memory import SeenMessages, SentTexts
 from .errors import (
     ConnectionLost,
     DisconnectReason,
@@ -185,54 +185,6 @@ class SessionStats:
     reconnect_reasons: dict[str, int] = field(default_factory=dict)
 
 
-class _SeenIds:
-    """Message ids seen recently: bounded LRU with a time-to-live, the in-memory half of deduplication."""
-
-    def __init__(self, *, capacity: int = 4096, ttl_s: float = 3600.0) -> None:
-        self._ids: OrderedDict[str, float] = OrderedDict()
-        self._capacity = capacity
-        self._ttl = ttl_s
-
-    def add(self, message_id: str, now: float) -> bool:
-        """Remember `message_id`; False when it was already there (a duplicate)."""
-        seen_at = self._ids.get(message_id)
-        if seen_at is not None and now - seen_at < self._ttl:
-            return False
-        self._ids[message_id] = now
-        self._ids.move_to_end(message_id)
-        while len(self._ids) > self._capacity:
-            self._ids.popitem(last=False)
-        return True
-
-    def discard(self, message_id: str) -> None:
-        self._ids.pop(message_id, None)
-
-
-class _RecentSends:
-    """Texts we sent per chat for a short while, to recognise the platform's echo of them."""
-
-    def __init__(self, *, ttl_s: float = 120.0, per_chat: int = 32) -> None:
-        self._sent: dict[str, deque[tuple[float, str]]] = {}
-        self._ttl = ttl_s
-        self._per_chat = per_chat
-
-    def add(self, chat_id: str, text: str, now: float) -> None:
-        self._sent.setdefault(chat_id, deque(maxlen=self._per_chat)).append((now, text))
-
-    def take(self, chat_id: str, text: str, now: float) -> bool:
-        """True (and forget it) when `text` is one we sent in this chat within the TTL."""
-        sent = self._sent.get(chat_id)
-        if not sent:
-            return False
-        for entry in sent:
-            if entry[1] == text and now - entry[0] < self._ttl:
-                sent.remove(entry)
-                if not sent:
-                    del self._sent[chat_id]
-                return True
-        return False
-
-
 class _TokenBucket:
     """Outbound rate limit: `rate` messages per second with bursts of `burst`."""
 
@@ -307,8 +259,9 @@ class AccountSession:
         self.policy = policy or ReconnectPolicy()
         self._account_slots = asyncio.Semaphore(self.settings.max_concurrent_messages)
         self._rate = _TokenBucket(send_rate, send_burst)
-        self._seen = _SeenIds(ttl_s=max(3600.0, self.settings.message_expire * 2))
-        self._recent = _RecentSends()
+        # Ids are kept at least twice the expiry window: a re-delivery after that is expired anyway.
+        self._seen = SeenMessages(capacity=20_000, ttl_ms=int(max(3600.0, self.settings.message_expire * 2) * 1000))
+        self._recent = SentTexts(per_chat=32, max_chats=2_000, ttl_ms=120_000)
         self.state = ConnectionState.DISCONNECTED
         self.stats = SessionStats()
         self._ws: ClientConnection | None = None
@@ -387,7 +340,7 @@ class AccountSession:
             await self._rate.take()
             frame = send_frame(chat_id=chat_id, to_user=to_user, own_id=self.seller_id, content=content, uuid=uuid)
             if isinstance(content, TextContent):
-                self._recent.add(chat_id, content.text, time.monotonic())
+                self._recent.record(chat_id, text=content.text, uuid=uuid, now_ms=now_ms())
             try:
                 answer = await self._request(ws, frame, timeout=self.settings.heartbeat_timeout)
             except ConnectionLost as exc:
@@ -610,13 +563,20 @@ class AccountSession:
     def _admit(self, event: Event, received_ms: int) -> Incoming | None:
         """First checks at arrival: duplicates dropped, expiry and own echoes flagged (all cheap, in memory)."""
         message_id = getattr(event, "message_id", None)
-        if message_id is not None and not self._seen.add(message_id, time.monotonic()):
-            self.stats.duplicates += 1
-            return None
+        if message_id is not None:
+            if self._seen.contains(message_id, now_ms=received_ms):
+                self.stats.duplicates += 1
+                return None
+            self._seen.remember(message_id, now_ms=received_ms)
         self.stats.messages_in += 1
         created = getattr(event, "created_ms", None)
         expired = bool(created) and received_ms - created > self.settings.message_expire * 1000
-        echo = isinstance(event, SellerMessage) and self._recent.take(event.chat_id, event.text, time.monotonic())
+        echo = False
+        if isinstance(event, SellerMessage):
+            sent = self._recent.find_echo(event.chat_id, text=event.text, message_id=message_id, now_ms=received_ms)
+            if sent is not None:
+                self._recent.consume(event.chat_id, sent, now_ms=received_ms)
+                echo = True
         return Incoming(event, received_ms, expired=expired, own_echo=echo)
 
     async def _handle(self, incoming: Incoming) -> None:
