@@ -7,6 +7,8 @@ import binascii
 import json
 from dataclasses import dataclass
 
+import orjson
+
 from .errors import MalformedFrame
 from .events import ContentType
 
@@ -40,8 +42,8 @@ def encode_content(content: Content) -> str:
 def decode_content(data: str) -> Content:
     """Decode `custom.data` of a send back into text or image content."""
     try:
-        doc = json.loads(base64.b64decode(data, validate=True))
-    except (binascii.Error, ValueError, TypeError) as exc:
+        doc = orjson.loads(base64.b64decode(data, validate=True))
+    except (binascii.Error, ValueError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
         raise MalformedFrame(f"send content is not base64 JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise MalformedFrame("send content is not a JSON object")
@@ -55,6 +57,6 @@ def decode_content(data: str) -> Content:
         try:
             pic = doc["image"]["pics"][0]
             return ImageContent(str(pic["url"]), int(pic.get("width", 800)), int(pic.get("height", 600)))
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
+        except (KeyError, IndexError, TypeError, ValueError, OverflowError) as exc:
             raise MalformedFrame("image content has no image.pics[0].url") from exc
     raise MalformedFrame(f"unsupported send content type {kind!r}")

@@ -41,7 +41,7 @@ def parse_cookie(raw: str) -> dict[str, str]:
     unb = cookies.get("unb", "")
     if not unb:
         raise InvalidCookie("the cookie string has no `unb` (the seller's user id): copy the whole cookie")
-    if not unb.isdigit():
+    if not (unb.isascii() and unb.isdigit()):
         raise InvalidCookie("the `unb` cookie must be the seller's numeric user id")
     return cookies
 

@@ -106,6 +106,7 @@ def send_frame(
     *, chat_id: str, to_user: str, own_id: str, content: Content, uuid: str | None = None, mid: str | None = None
 ) -> Frame:
     """`/r/MessageSend/sendByReceiverScope`: a text or image message to the buyer in `chat_id`."""
+    chat_id, to_user, own_id = (_bare(x) for x in (chat_id, to_user, own_id))
     body = [
         {
             "uuid": uuid or new_uuid(),
@@ -121,6 +122,11 @@ def send_frame(
         {"actualReceivers": [f"{to_user}{GOOFISH}", f"{own_id}{GOOFISH}"]},
     ]
     return _request(LWP_SEND, body, mid=mid)
+
+
+def _bare(user_or_chat: str) -> str:
+    """An id without its `@goofish` suffix, so callers may pass either form."""
+    return user_or_chat.removesuffix(GOOFISH)
 
 
 def create_chat_frame(*, peer_id: str, own_id: str, item_id: str, mid: str | None = None) -> Frame:
@@ -185,8 +191,11 @@ class Inbound:
 
 
 def _load(raw: str | bytes) -> tuple[Frame, str | None, int | None, str | None]:
-    if len(raw) > MAX_FRAME_BYTES:
-        raise MalformedFrame(f"frame of {len(raw)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
+    size = len(raw)
+    if isinstance(raw, str) and size > MAX_FRAME_BYTES // 4:  # a character is up to 4 bytes in UTF-8
+        size = len(raw.encode("utf-8", "surrogatepass"))
+    if size > MAX_FRAME_BYTES:
+        raise MalformedFrame(f"frame of {size} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
     try:
         frame = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -211,7 +220,7 @@ def parse_frame(raw: str | bytes, *, pending: Mapping[str, Any] | Set[str] | Non
     """Parse and classify a frame the server sent us.
 
     A frame with `code` and no `lwp` is a RESPONSE, provided its `mid` is one we sent (when `pending` is given;
-    a stray one is UNKNOWN); a frame with `lwp` and a sync package is a PUSH; any other object is UNKNOWN.
+    a stray one is UNKNOWN); a frame with a sync package is a PUSH; any other object is UNKNOWN.
     """
     frame, mid, code, lwp = _load(raw)
     if lwp is None and code is not None:
@@ -219,7 +228,8 @@ def parse_frame(raw: str | bytes, *, pending: Mapping[str, Any] | Set[str] | Non
             return Inbound(FrameKind.RESPONSE, mid, code, None, frame)
         return Inbound(FrameKind.UNKNOWN, mid, code, None, frame)
     body = frame.get("body")
-    if lwp is not None and isinstance(body, dict) and isinstance(body.get("syncPushPackage"), dict):
+    if isinstance(body, dict) and isinstance(body.get("syncPushPackage"), dict):
+        # A sync package is a push whatever its `lwp` (/s/para, /s/sync, /s/vulcan, or none): clients never read it.
         return Inbound(FrameKind.PUSH, mid, code, lwp, frame)
     return Inbound(FrameKind.UNKNOWN, mid, code, lwp, frame)
 

@@ -44,7 +44,15 @@ _BROWSER_HEADERS = {
 # ret markers (PROTOCOL §3.3), matched as substrings of any ret element.
 _TOKEN_EXPIRED_MARKS = ("FAIL_SYS_TOKEN_EXOIRED", "FAIL_SYS_TOKEN_EXPIRED", "FAIL_SYS_TOKEN_EMPTY", "令牌过期")
 _SESSION_EXPIRED_MARKS = ("FAIL_SYS_SESSION_EXPIRED", "Session过期", "FAIL_SYS_LOGIN")
-_RISK_MARKS = ("FAIL_SYS_USER_VALIDATE", "RGV587_ERROR", "被挤爆啦", "挤爆了", "punish?x5secdata")
+_RISK_MARKS = (
+    "FAIL_SYS_USER_VALIDATE",
+    "RGV587_ERROR",
+    "被挤爆啦",
+    "挤爆了",
+    "请稍后重试",
+    "punish?x5secdata",
+    "captcha",
+)
 _RISK_URL_MARKS = ("punish", "captcha", "validate")
 
 
@@ -107,7 +115,7 @@ def build_item_detail_request(cookies: Mapping[str, str], *, item_id: str, t_ms:
 
 def build_confirm_shipment_request(cookies: Mapping[str, str], *, order_id: str, t_ms: int) -> HttpCall:
     """Confirm shipment of a virtual good (§5.3); the body string is the platform's, space included."""
-    if not order_id.isdigit():
+    if not (order_id.isascii() and order_id.isdigit()):
         raise ValueError(f"an order id is digits only, got {order_id!r}")
     data = f'{{"orderId":"{order_id}", "tradeText":"","picList":[],"newUnconsign":true}}'
     return _mtop_call(API_CONFIRM_SHIPMENT, data, cookies, t_ms=t_ms)

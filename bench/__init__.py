@@ -1,0 +1,1 @@
+"""Benchmarks: figures beside their references, measured in the same run (never pass/fail)."""
