@@ -166,7 +166,8 @@ class SessionHooks:
     on_incoming: Callable[[Incoming], Awaitable[None]] | None = None
     on_sent: Callable[[Sent], Awaitable[None]] | None = None
     on_cookie: Callable[[str], Awaitable[None]] | None = None
-    claim_message: Callable[[str], Awaitable[bool]] | None = None  # durable dedup: True the first time only
+    # Durable dedup (the store's unique key): True the first time a message id is seen, across restarts.
+    claim_message: Callable[[Incoming], Awaitable[bool]] | None = None
     on_verification: Callable[[str | None], Awaitable[None]] | None = None  # risk control: captcha URL
 
 
@@ -274,6 +275,7 @@ class AccountSession:
         self._run_task: asyncio.Task[SessionOutcome] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._closing = False
+        self._cancelled_by_close = False
         self._log = log.bind(account_id=account_id)
 
     # --- public ---------------------------------------------------------------------------------------------
@@ -285,6 +287,11 @@ class AccountSession:
     @property
     def cookie(self) -> str:
         return self._jar.header
+
+    @property
+    def cookie_jar(self) -> _CookieJar:
+        """The live cookie, for MTOP calls made on this account's behalf (item detail, confirm shipment)."""
+        return self._jar
 
     async def run(self) -> SessionOutcome:
         """Keep the account online until `close()` (CLOSED) or until its login is gone (AUTH_EXPIRED)."""
@@ -303,6 +310,13 @@ class AccountSession:
             self.stats.last_error = str(exc)
             self._set_state(ConnectionState.FAILED, "auth_expired")
             return SessionOutcome.AUTH_EXPIRED
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            # Our own close() cancelled us (and nobody else did): that is a normal end, not an error.
+            if self._closing and task is not None and task.cancelling() == 1:
+                task.uncancel()
+                return SessionOutcome.CLOSED
+            raise
         finally:
             await self._teardown()
             self._set_state(ConnectionState.CLOSED, "stopped")
@@ -312,7 +326,9 @@ class AccountSession:
         self._closing = True
         task = self._run_task
         if task is not None and not task.done() and task is not asyncio.current_task():
-            task.cancel()
+            if not self._cancelled_by_close:
+                self._cancelled_by_close = True
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
                 await asyncio.wait_for(asyncio.shield(task), timeout)
         else:
@@ -585,7 +601,7 @@ class AccountSession:
         async with self._limits.messages, self._account_slots:
             try:
                 claim = self.hooks.claim_message
-                if message_id is not None and claim is not None and not await claim(message_id):
+                if message_id is not None and claim is not None and not await claim(incoming):
                     self.stats.duplicates += 1
                     return
                 if self.hooks.on_incoming is not None:

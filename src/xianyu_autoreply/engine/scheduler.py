@@ -1,0 +1,697 @@
+"""AccountScheduler: every account in its own supervised session, and one truth shared by memory and database.
+
+The seeds' CookieManager, kept to its promises:
+- Every operation on an account (add, remove, update cookie, enable/disable, rules, settings, reload) runs under
+  that account's lock and writes through: the database transaction commits first, then memory and tasks change.
+  A refused input or a failed write raises before anything in memory or any running task was touched.
+- A supervisor task per enabled account runs its `AccountSession`; a crash restarts it with backoff, too many
+  crashes in a window park it in `error`, and a lost login in `auth_expired`. No account can take another down.
+- Sessions start at a bounded rate, so thousands of accounts come up without a thundering herd.
+- Rule and setting changes reach the account's `AccountReplier` at once; the session keeps running.
+
+Lifecycle: stopped -> starting -> running <-> backoff, and auth_expired / error / deleted (DESIGN §2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
+
+import structlog
+
+from ..config import Settings
+from ..platform.limits import ProcessLimits
+from ..platform.mtop_client import MtopClient
+from ..platform.session import (
+    AccountSession,
+    ConnectionState,
+    Incoming,
+    ReconnectPolicy,
+    Reply,
+    Sent,
+    SessionHooks,
+    SessionOutcome,
+    SessionStats,
+    StateChange,
+)
+from ..protocol import BuyerMessage, ChatMessage, OrderEvent, TextContent, now_ms, parse_cookie
+from ..replies import AISettings, ChatFacts, ReplySettings, RuleIndex, Turn, validate_template
+from ..replies import Rule as ReplyRule
+from ..store import (
+    Account,
+    AccountNotFound,
+    AccountSettings,
+    AiSettingsUpdate,
+    Direction,
+    InvalidValue,
+    Store,
+)
+from ..store import Rule as StoredRule
+from .events import EventBus
+from .replier import AccountReplier, Decided
+
+log = structlog.get_logger("xianyu_autoreply.engine")
+T = TypeVar("T")
+
+
+class Lifecycle(enum.StrEnum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKOFF = "backoff"
+    AUTH_EXPIRED = "auth_expired"
+    ERROR = "error"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """What the engine knows about an account right now (the API's `/accounts/{id}/state`)."""
+
+    account_id: str
+    lifecycle: Lifecycle
+    connection: str
+    since_ms: int
+    last_error: str | None
+    reconnects: int
+    messages_in: int
+    replies_out: int
+    crashes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """Engine tuning; the defaults suit production, tests shorten them."""
+
+    connect_rate: float = 200.0  # session starts per second, all accounts together
+    stop_timeout: float = 10.0  # wait this long for a session to close, then abandon it
+    crash_window: float = 300.0
+    max_crashes: int = 5  # crashes within the window before an account is parked in `error`
+    crash_backoff_base: float = 1.0
+    crash_backoff_cap: float = 60.0
+    policy: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+
+
+class _Runtime:
+    """The in-memory half of one account."""
+
+    def __init__(self, account_id: str, *, cookie: str, proxy: str | None, enabled: bool, version: int) -> None:
+        self.account_id = account_id
+        self.cookie = cookie
+        self.proxy = proxy
+        self.enabled = enabled
+        self.version = version
+        self.lock = asyncio.Lock()
+        self.lifecycle = Lifecycle.STOPPED
+        self.since_ms = now_ms()
+        self.last_error: str | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.session: AccountSession | None = None
+        self.replier: AccountReplier | None = None
+        self.crashes: deque[float] = deque()
+        self.totals = SessionStats()
+        self.items: OrderedDict[str, ChatFacts] = OrderedDict()
+
+    def absorb(self, stats: SessionStats) -> None:
+        """Fold a finished session's counters into the account's totals."""
+        self.totals.reconnects += stats.reconnects
+        self.totals.messages_in += stats.messages_in
+        self.totals.replies_out += stats.replies_out
+
+    def state(self) -> AccountState:
+        live = self.session.stats if self.session is not None else SessionStats()
+        connection = self.session.state.value if self.session is not None else ConnectionState.DISCONNECTED.value
+        return AccountState(
+            account_id=self.account_id,
+            lifecycle=self.lifecycle,
+            connection=connection,
+            since_ms=self.since_ms,
+            last_error=self.last_error,
+            reconnects=self.totals.reconnects + live.reconnects,
+            messages_in=self.totals.messages_in + live.messages_in,
+            replies_out=self.totals.replies_out + live.replies_out,
+            crashes=len(self.crashes),
+        )
+
+
+class AccountScheduler:
+    """Runs every account of one store; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        settings: Settings,
+        mtop: MtopClient | None = None,
+        bus: EventBus | None = None,
+        limits: ProcessLimits | None = None,
+        options: EngineOptions | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.bus = bus or EventBus()
+        self.options = options or EngineOptions()
+        self._owns_mtop = mtop is None
+        self.mtop = mtop or MtopClient(mtop_url=settings.platform.mtop_url, passport_url=settings.platform.passport_url)
+        self._limits = limits
+        self._runtimes: dict[str, _Runtime] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._next_start = 0.0
+        self._pace_lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self.running = False
+
+    # --- lifecycle of the engine ----------------------------------------------------------------------------
+
+    async def start(self, *, progress: Callable[[int, int], None] | None = None) -> None:
+        """Load every account and start the enabled ones (at the bounded connect rate)."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._pace_lock = asyncio.Lock()
+        if self._limits is None:
+            self._limits = ProcessLimits()
+        self.running = True
+        secrets = await self.store.list_account_secrets(enabled=None)
+        total = len(secrets)
+        for done, secret in enumerate(secrets, 1):
+            rt = _Runtime(
+                secret.id, cookie=secret.cookie, proxy=secret.proxy, enabled=secret.enabled, version=secret.version
+            )
+            self._runtimes[secret.id] = rt
+            if rt.enabled:
+                self._launch(rt)
+            if progress is not None:
+                progress(done, total)
+        log.info("engine started", accounts=total, enabled=sum(rt.enabled for rt in self._runtimes.values()))
+
+    async def stop(self) -> None:
+        """Stop accepting work and close every session (1001) within the stop timeout."""
+        self.running = False
+        runtimes = list(self._runtimes.values())
+        await asyncio.gather(*(self._halt(rt) for rt in runtimes), return_exceptions=True)
+        for rt in runtimes:
+            if rt.replier is not None:
+                await rt.replier.aclose()
+        if self._owns_mtop:
+            await self.mtop.aclose()
+        log.info("engine stopped")
+
+    # --- reading --------------------------------------------------------------------------------------------
+
+    def state(self, account_id: str) -> AccountState:
+        rt = self._runtimes.get(account_id)
+        if rt is None:
+            raise AccountNotFound(account_id)
+        return rt.state()
+
+    def states(self) -> list[AccountState]:
+        return [rt.state() for rt in self._runtimes.values()]
+
+    def account_ids(self) -> list[str]:
+        return list(self._runtimes)
+
+    def session(self, account_id: str) -> AccountSession | None:
+        rt = self._runtimes.get(account_id)
+        return rt.session if rt is not None else None
+
+    # --- operations (each: account lock, database first, then memory and tasks) -----------------------------
+
+    async def add(
+        self,
+        account_id: str,
+        cookie: str,
+        *,
+        owner: str | None = None,
+        enabled: bool = True,
+        remark: str = "",
+        proxy: str | None = None,
+        actor: str = "system",
+    ) -> Account:
+        """Create an account and start it when enabled; an invalid cookie is refused before any write."""
+        parse_cookie(cookie)
+        async with self._lock(account_id):
+            account = await self.store.create_account(
+                account_id, cookie, owner=owner, enabled=enabled, remark=remark, proxy=proxy, actor=actor
+            )
+            rt = _Runtime(account_id, cookie=cookie.strip(), proxy=proxy, enabled=enabled, version=account.version)
+            self._runtimes[account_id] = rt
+            self.bus.publish("account.added", account_id)
+            if enabled and self.running:
+                self._launch(rt)
+            return account
+
+    async def remove(self, account_id: str, *, actor: str = "system") -> None:
+        """Stop the account and delete it with its rules, settings, log and orders."""
+        async with self._lock(account_id):
+            await self.store.delete_account(account_id, actor=actor)
+            rt = self._runtimes.pop(account_id, None)
+            if rt is not None:
+                await self._halt(rt)
+                if rt.replier is not None:
+                    await rt.replier.aclose()
+                self._set_lifecycle(rt, Lifecycle.DELETED, "deleted")
+        self._locks.pop(account_id, None)
+
+    async def update_cookie(
+        self, account_id: str, cookie: str, *, save_to_db: bool = True, actor: str = "system"
+    ) -> Account | None:
+        """Replace the cookie and restart only this account (the old session gets the stop timeout to close)."""
+        parse_cookie(cookie)
+        async with self._lock(account_id):
+            rt = self._runtime(account_id)
+            account = None
+            if save_to_db:
+                account = await self.store.update_cookie(account_id, cookie, actor=actor)
+                rt.version = account.version
+            await self._halt(rt)
+            rt.cookie = cookie.strip()
+            rt.crashes.clear()
+            if rt.enabled and self.running:
+                self._launch(rt)
+            self.bus.publish("account.cookie_updated", account_id)
+            return account
+
+    async def set_enabled(self, account_id: str, enabled: bool, *, actor: str = "system") -> Account:
+        """Start or stop the account, after saving the choice."""
+        async with self._lock(account_id):
+            rt = self._runtime(account_id)
+            account = await self.store.set_enabled(account_id, enabled, actor=actor)
+            rt.enabled = enabled
+            rt.version = account.version
+            if enabled:
+                rt.crashes.clear()
+                if self.running and rt.task is None:
+                    self._launch(rt)
+            else:
+                await self._halt(rt)
+            return account
+
+    async def update_proxy(self, account_id: str, proxy: str | None, *, actor: str = "system") -> Account:
+        """Change the account's proxy; a running account reconnects through the new one."""
+        async with self._lock(account_id):
+            rt = self._runtime(account_id)
+            account = await self.store.update_account(account_id, proxy=proxy, actor=actor)
+            rt.proxy, rt.version = proxy, account.version
+            if rt.task is not None:
+                await self._halt(rt)
+                if rt.enabled and self.running:
+                    self._launch(rt)
+            return account
+
+    async def set_rules(
+        self, account_id: str, rules: Sequence[StoredRule], *, actor: str = "system"
+    ) -> list[StoredRule]:
+        """Replace the keyword rules; refused whole (nothing saved) when any rule is invalid."""
+        for rule in rules:
+            if str(rule.kind) == "text":
+                validate_template(rule.reply)
+        RuleIndex.build([_reply_rule(r, str(i)) for i, r in enumerate(rules)])  # validate before writing
+        async with self._lock(account_id):
+            rt = self._runtime(account_id)
+            saved = await self.store.replace_rules(account_id, rules, actor=actor)
+            if rt.replier is not None:
+                rt.replier.update(rules=_rule_index(saved))
+            return saved
+
+    async def set_settings(
+        self,
+        account_id: str,
+        settings: AccountSettings,
+        *,
+        ai: AiSettingsUpdate | None = None,
+        actor: str = "system",
+    ) -> AccountSettings:
+        """Save reply (and AI) settings; they apply to the next message."""
+        if settings.default_reply:
+            validate_template(settings.default_reply)
+        async with self._lock(account_id):
+            rt = self._runtime(account_id)
+            saved = await self.store.put_settings(account_id, settings, ai=ai, actor=actor)
+            if rt.replier is not None:
+                rt.replier.update(settings=await self._reply_settings(account_id))
+            return saved
+
+    async def reload(self, account_id: str | None = None) -> None:
+        """Re-read accounts from the database and make memory and tasks match it."""
+        ids = [account_id] if account_id is not None else None
+        secrets = await self.store.list_account_secrets(enabled=None)
+        by_id = {s.id: s for s in secrets if ids is None or s.id in ids}
+        for gone in [i for i in self._runtimes if (ids is None or i in ids) and i not in by_id]:
+            async with self._lock(gone):
+                rt = self._runtimes.pop(gone)
+                await self._halt(rt)
+                self._set_lifecycle(rt, Lifecycle.DELETED, "reload")
+        for secret in by_id.values():
+            async with self._lock(secret.id):
+                rt = self._runtimes.get(secret.id)
+                if rt is None:
+                    rt = _Runtime(secret.id, cookie=secret.cookie, proxy=secret.proxy, enabled=False, version=0)
+                    self._runtimes[secret.id] = rt
+                changed = (rt.cookie, rt.proxy) != (secret.cookie, secret.proxy)
+                rt.cookie, rt.proxy, rt.version = secret.cookie, secret.proxy, secret.version
+                if rt.task is not None and (changed or not secret.enabled):
+                    await self._halt(rt)
+                rt.enabled = secret.enabled
+                if rt.replier is not None:
+                    rt.replier.update(
+                        rules=await self._rules(secret.id), settings=await self._reply_settings(secret.id)
+                    )
+                if rt.enabled and rt.task is None and self.running:
+                    self._launch(rt)
+
+    async def send_manual(self, account_id: str, chat_id: str, to_user: str, text: str) -> Sent:
+        """The seller answers by hand through the account's session; auto-replies in that chat pause."""
+        rt = self._runtime(account_id)
+        session = rt.session
+        if session is None or not session.connected:
+            raise InvalidValue(f"account {account_id!r} is not connected")
+        if rt.replier is not None:
+            rt.replier.pause_chat(chat_id)
+        return await session.send(chat_id, to_user, Reply(text=text, source="manual"))
+
+    def call_threadsafe(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> T:
+        """Run an operation from another thread and wait for it (inside the loop, simply `await` it)."""
+        if self._loop is None:
+            raise RuntimeError("the engine is not started")
+        if threading.get_ident() == self._loop_thread:
+            raise RuntimeError("call_threadsafe would deadlock on the engine's own loop: await the method instead")
+        return asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), self._loop).result()
+
+    # --- supervision ----------------------------------------------------------------------------------------
+
+    def _launch(self, rt: _Runtime) -> None:
+        rt.task = asyncio.get_running_loop().create_task(self._supervise(rt), name=f"account:{rt.account_id}")
+
+    async def _supervise(self, rt: _Runtime) -> None:
+        """Run the account's session; restart it after a crash with backoff; park it on auth loss or crash loops."""
+        self._set_lifecycle(rt, Lifecycle.STARTING, "start")
+        if rt.replier is None:
+            rt.replier = await self._make_replier(rt)
+        while True:
+            await self._pace()
+            session = self._new_session(rt)
+            rt.session = session
+            try:
+                outcome = await session.run()
+            except asyncio.CancelledError:
+                await session.close()
+                raise
+            except Exception as exc:
+                rt.absorb(session.stats)
+                rt.session = None
+                if not await self._crashed(rt, exc):
+                    return
+                continue
+            rt.absorb(session.stats)
+            rt.session = None
+            if outcome is SessionOutcome.AUTH_EXPIRED:
+                rt.last_error = session.stats.last_error
+                self._set_lifecycle(rt, Lifecycle.AUTH_EXPIRED, "login expired: a new cookie is needed")
+                self.bus.publish("account.auth_expired", rt.account_id)
+            return
+
+    async def _crashed(self, rt: _Runtime, exc: Exception) -> bool:
+        """Record a crash; True to restart after the backoff, False when the account is parked in `error`."""
+        now = time.monotonic()
+        rt.crashes.append(now)
+        while rt.crashes and now - rt.crashes[0] > self.options.crash_window:
+            rt.crashes.popleft()
+        rt.last_error = f"{type(exc).__name__}: {exc}"
+        log.error("session crashed", account_id=rt.account_id, error=rt.last_error, crashes=len(rt.crashes))
+        if len(rt.crashes) >= self.options.max_crashes:
+            self._set_lifecycle(rt, Lifecycle.ERROR, rt.last_error)
+            return False
+        delay = min(self.options.crash_backoff_cap, self.options.crash_backoff_base * 2 ** (len(rt.crashes) - 1))
+        self._set_lifecycle(rt, Lifecycle.BACKOFF, rt.last_error)
+        await asyncio.sleep(delay)
+        return True
+
+    async def _halt(self, rt: _Runtime) -> None:
+        """Stop the account's session and supervisor; abandon them if they outlive the stop timeout."""
+        task, session = rt.task, rt.session
+        rt.task = None
+        if task is None:
+            return
+        if session is not None:
+            with contextlib.suppress(Exception):
+                await session.close(timeout=self.options.stop_timeout)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=self.options.stop_timeout)
+        if not done:
+            log.error("session did not stop in time; abandoned", account_id=rt.account_id)
+        rt.session = None
+        if rt.lifecycle not in (Lifecycle.DELETED,):
+            self._set_lifecycle(rt, Lifecycle.STOPPED, "stopped")
+
+    async def _pace(self) -> None:
+        """Space session starts out to `connect_rate` per second across the whole engine."""
+        assert self._pace_lock is not None
+        async with self._pace_lock:
+            now = time.monotonic()
+            wait = self._next_start - now
+            self._next_start = max(now, self._next_start) + 1.0 / self.options.connect_rate
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def _set_lifecycle(self, rt: _Runtime, lifecycle: Lifecycle, reason: str) -> None:
+        if lifecycle is rt.lifecycle:
+            return
+        rt.lifecycle = lifecycle
+        rt.since_ms = now_ms()
+        self.bus.publish("account.state", rt.account_id, lifecycle=lifecycle.value, reason=reason)
+
+    # --- one session and its hooks --------------------------------------------------------------------------
+
+    def _new_session(self, rt: _Runtime) -> AccountSession:
+        account_id = rt.account_id
+        replier = rt.replier
+        assert replier is not None
+
+        def on_state(change: StateChange) -> None:
+            if change.state is ConnectionState.CONNECTED:
+                self._set_lifecycle(rt, Lifecycle.RUNNING, change.reason)
+            elif change.state is ConnectionState.RECONNECTING and rt.lifecycle is not Lifecycle.STARTING:
+                rt.last_error = rt.session.stats.last_error if rt.session is not None else change.reason
+                self._set_lifecycle(rt, Lifecycle.BACKOFF, change.reason)
+            self.bus.publish("account.connection", account_id, state=change.state.value, reason=change.reason)
+
+        async def claim(incoming: Incoming) -> bool:
+            event = incoming.event
+            if isinstance(event, ChatMessage):
+                fresh = await self.store.claim_inbound(
+                    account_id,
+                    event.message_id,
+                    chat_id=event.chat_id,
+                    created_ms=event.created_ms,
+                    text=event.text,
+                    content_type=str(event.content_type),
+                    sender_id=event.sender_id,
+                    sender_nick=event.sender_nick,
+                    item_id=event.item_id,
+                    status="expired" if incoming.expired else "received",
+                )
+                if fresh:
+                    self.bus.publish(
+                        "message.in",
+                        account_id,
+                        chat_id=event.chat_id,
+                        message_id=event.message_id,
+                        sender=event.sender_nick,
+                        text=event.text,
+                        own=not isinstance(event, BuyerMessage),
+                    )
+                return fresh
+            if isinstance(event, OrderEvent) and event.message_id and event.chat_id:
+                return await self.store.claim_inbound(
+                    account_id,
+                    event.message_id,
+                    chat_id=event.chat_id,
+                    created_ms=event.created_ms or now_ms(),
+                    text=event.text,
+                    content_type="order",
+                    sender_id=event.buyer_id,
+                    item_id=event.item_id,
+                )
+            return True
+
+        async def on_sent(sent: Sent) -> None:
+            text = sent.content.text if isinstance(sent.content, TextContent) else sent.content.url
+            await self.store.record_outbound(
+                account_id,
+                sent.uuid,
+                chat_id=sent.chat_id,
+                text=text,
+                created_ms=now_ms(),
+                content_type="text" if isinstance(sent.content, TextContent) else "image",
+                reply_source=sent.source or None,
+                reply_to=sent.in_reply_to,
+                status="sent" if sent.ok else "failed",
+                sender_id=None,
+            )
+            self.bus.publish(
+                "reply.sent" if sent.ok else "reply.failed",
+                account_id,
+                chat_id=sent.chat_id,
+                text=text,
+                source=sent.source,
+                error=sent.error,
+                in_reply_to=sent.in_reply_to,
+            )
+
+        async def on_cookie(cookie: str) -> None:
+            # The platform refreshed a cookie value: keep it, so a restart logs in with the fresh one.
+            try:
+                account = await self.store.update_cookie(account_id, cookie, actor="session")
+            except Exception as exc:
+                log.warning("could not save a refreshed cookie", account_id=account_id, error=type(exc).__name__)
+                return
+            rt.cookie, rt.version = cookie, account.version
+
+        async def on_verification(url: str | None) -> None:
+            rt.last_error = "verification_required"
+            self.bus.publish("account.verification_required", account_id, url=url)
+
+        hooks = SessionHooks(
+            decide=replier.decide,
+            on_state=on_state,
+            on_sent=on_sent,
+            on_cookie=on_cookie,
+            claim_message=claim,
+            on_verification=on_verification,
+        )
+        return AccountSession(
+            account_id=account_id,
+            cookie=rt.cookie,
+            ws_url=self.settings.platform.ws_url,
+            mtop=self.mtop,
+            settings=self.settings.session,
+            hooks=hooks,
+            proxy=rt.proxy,
+            limits=self._limits,
+            policy=self.options.policy,
+        )
+
+    async def _make_replier(self, rt: _Runtime) -> AccountReplier:
+        account_id = rt.account_id
+
+        async def on_decision(decided: Decided) -> None:
+            event = decided.incoming.event
+            if isinstance(event, ChatMessage):
+                status = "replied" if decided.reply is not None else "ignored"
+                await self.store.mark_inbound(
+                    account_id,
+                    event.message_id,
+                    status=status,
+                    reply_source=decided.decision.source if decided.reply is not None else None,
+                    reply_reason=decided.decision.reason.value,
+                )
+
+        async def history(chat_id: str) -> list[Turn]:
+            messages = await self.store.list_messages(account_id, chat_id=chat_id, limit=21)
+            seller = rt.session.seller_id if rt.session is not None else None
+            turns = [
+                Turn(m.text, from_buyer=m.direction is Direction.IN and m.sender_id != seller)
+                for m in messages
+                if m.text
+            ]
+            return turns[:-1]  # the current message is the query itself
+
+        async def facts(event: BuyerMessage) -> ChatFacts:
+            item_id = event.item_id or ""
+            cached = rt.items.get(item_id)
+            if cached is not None:
+                return cached
+            session = rt.session
+            if session is None:
+                return ChatFacts()
+            detail = await self.mtop.item_detail(session.cookie_jar, item_id=item_id, proxy=rt.proxy)
+            fact = ChatFacts(item_title=detail.title or None, item_price=_price(detail.price))
+            rt.items[item_id] = fact
+            while len(rt.items) > 256:
+                rt.items.popitem(last=False)
+            return fact
+
+        return AccountReplier(
+            account_id=account_id,
+            rules=await self._rules(account_id),
+            settings=await self._reply_settings(account_id),
+            history=history,
+            facts=facts,
+            on_decision=on_decision,
+        )
+
+    async def _rules(self, account_id: str) -> RuleIndex:
+        return _rule_index(await self.store.get_rules(account_id))
+
+    async def _reply_settings(self, account_id: str) -> ReplySettings:
+        settings = await self.store.get_settings(account_id)
+        ai = await self.store.get_ai_settings(account_id)
+        key = await self.store.get_ai_api_key(account_id) if ai.has_api_key else None
+        account = await self.store.get_account(account_id)
+        return ReplySettings(
+            default_reply=settings.default_reply,
+            default_reply_once_per_chat=settings.default_reply_once_per_chat,
+            pause_minutes=settings.pause_minutes,
+            debounce_seconds=settings.debounce_seconds,
+            message_expire_seconds=self.settings.session.message_expire,
+            account_name=account.remark or account_id,
+            ai=AISettings(
+                enabled=ai.enabled,
+                base_url=ai.base_url,
+                model=ai.model,
+                api_key=key or "",
+                max_discount_percent=ai.max_discount_percent,
+                max_discount_amount=ai.max_discount_amount,
+                max_bargain_rounds=ai.max_bargain_rounds,
+                prompt=ai.prompt,
+            ),
+        )
+
+    def _runtime(self, account_id: str) -> _Runtime:
+        rt = self._runtimes.get(account_id)
+        if rt is None:
+            raise AccountNotFound(account_id)
+        return rt
+
+    def _lock(self, account_id: str) -> asyncio.Lock:
+        lock = self._locks.get(account_id)
+        if lock is None:
+            lock = self._locks[account_id] = asyncio.Lock()
+        return lock
+
+
+def _reply_rule(rule: StoredRule, fallback_id: str) -> ReplyRule:
+    return ReplyRule(
+        rule.id or fallback_id,
+        rule.keyword,
+        rule.reply,
+        match=str(rule.match),
+        item_id=rule.item_id,
+        priority=rule.priority,
+        kind=str(rule.kind),
+    )
+
+
+def _rule_index(rules: Sequence[StoredRule]) -> RuleIndex:
+    return RuleIndex.build([_reply_rule(r, str(i)) for i, r in enumerate(rules)])
+
+
+def _price(value: str | None) -> Decimal | None:
+    if not value:
+        return None
+    try:
+        return Decimal(value)
+    except InvalidOperation:
+        return None
