@@ -39,7 +39,7 @@ def test_nested_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_toml_file_is_read_and_environment_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     toml = tmp_path / "xar.toml"
-    toml.write_text('port = 9000\n[session]\nheartbeat_interval = 2\nmessage_expire = 60\n')
+    toml.write_text("port = 9000\n[session]\nheartbeat_interval = 2\nmessage_expire = 60\n")
     monkeypatch.setenv("XAR_CONFIG", str(toml))
     monkeypatch.setenv("XAR_SESSION__MESSAGE_EXPIRE", "7")
     s = load_settings()

@@ -398,7 +398,11 @@ class AccountScheduler:
         """Run the account's session; restart it after a crash with backoff; park it on auth loss or crash loops."""
         self._set_lifecycle(rt, Lifecycle.STARTING, "start")
         if rt.replier is None:
-            rt.replier = await self._make_replier(rt)
+            # Under the account's lock: a rule or setting change made meanwhile is then either already in the
+            # database we read, or applied to this replier after we made it. Never lost in between.
+            async with self._lock(rt.account_id):
+                if rt.replier is None:
+                    rt.replier = await self._make_replier(rt)
         while True:
             await self._pace()
             session = self._new_session(rt)

@@ -1,0 +1,428 @@
+"""Accounts and their configuration: cookie, proxy, status, keyword rules, reply settings, AI settings.
+
+Every write here bumps the account's `version` in the same transaction, so the engine can tell that what it
+loaded is stale, and `expected_version` turns a write into compare-and-set. A cookie is validated by the
+protocol's parser before anything is written.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..protocol import parse_cookie, seller_id
+from .base import UNREADABLE, StoreBase, check_account_id, mask_api_key
+from .errors import AccountNotFound, Conflict, DecryptionError, InvalidValue
+from .models import AccountRow, AccountSettingsRow, AiSettingsRow, RuleRow, UserRow, utcnow
+from .records import (
+    UNSET,
+    Account,
+    AccountSecrets,
+    AccountSettings,
+    AiSettings,
+    AiSettingsUpdate,
+    Rule,
+    Unset,
+)
+
+MAX_RULES = 5000
+
+
+class AccountStore(StoreBase):
+    """Accounts, rules and settings."""
+
+    # -- accounts -----------------------------------------------------------------------------------------------
+
+    async def create_account(
+        self,
+        account_id: str,
+        cookie: str,
+        *,
+        owner: str | None = None,
+        enabled: bool = True,
+        remark: str = "",
+        proxy: str | None = None,
+        pause_minutes: float = 10.0,
+        auto_confirm: bool = False,
+        actor: str = "system",
+    ) -> Account:
+        """Add an account with default settings; `Conflict` when the id is taken, `InvalidCookie` when unusable."""
+        check_account_id(account_id)
+        seller = seller_id(parse_cookie(cookie))
+        now = utcnow()
+        async with self.db.transaction() as s:
+            owner_id = await self._user_id(s, owner) if owner is not None else None
+            if (await s.execute(select(AccountRow.id).where(AccountRow.id == account_id))).scalar() is not None:
+                raise Conflict(f"account {account_id!r} already exists")
+            s.add(
+                AccountRow(
+                    id=account_id,
+                    owner_id=owner_id,
+                    seller_id=seller,
+                    cookie_encrypted=self.box.encrypt(cookie.strip()),
+                    proxy_encrypted=self.box.encrypt(proxy) if proxy else None,
+                    remark=remark,
+                    enabled=enabled,
+                    pause_minutes=pause_minutes,
+                    auto_confirm=auto_confirm,
+                    version=1,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            s.add(AccountSettingsRow(account_id=account_id, updated_at=now))
+            s.add(AiSettingsRow(account_id=account_id, updated_at=now))
+            self._audit(s, "account.create", actor=actor, account_id=account_id, detail={"enabled": enabled})
+            try:
+                await s.flush()
+            except IntegrityError as exc:  # a concurrent create of the same id on PostgreSQL
+                raise Conflict(f"account {account_id!r} already exists") from exc
+            return await self._load_account(s, account_id)
+
+    async def get_account(self, account_id: str) -> Account:
+        """One account, cookie masked; `AccountNotFound` when there is none."""
+        async with self.db.read() as s:
+            return await self._load_account(s, account_id)
+
+    async def list_accounts(self, *, owner: str | None = None, enabled: bool | None = None) -> list[Account]:
+        """Accounts in id order, optionally only one user's or only enabled/disabled ones."""
+        statement = select(AccountRow, UserRow.username).outerjoin(UserRow, AccountRow.owner_id == UserRow.id)
+        if owner is not None:
+            statement = statement.where(UserRow.username == owner)
+        if enabled is not None:
+            statement = statement.where(AccountRow.enabled == enabled)
+        async with self.db.read() as s:
+            rows = (await s.execute(statement.order_by(AccountRow.id))).all()
+        return [self._account(row, username) for row, username in rows]
+
+    async def get_account_cookie(self, account_id: str) -> str:
+        """The decrypted cookie string, for the session that logs in with it."""
+        return (await self.get_account_secrets(account_id)).cookie
+
+    async def get_account_secrets(self, account_id: str) -> AccountSecrets:
+        """Decrypted cookie and proxy of one account, at its current version."""
+        async with self.db.read() as s:
+            row = await s.get(AccountRow, account_id)
+            if row is None:
+                raise AccountNotFound(account_id)
+            return self._secrets(row)
+
+    async def list_account_secrets(self, *, enabled: bool | None = True) -> list[AccountSecrets]:
+        """Decrypted cookies and proxies of many accounts at once (the engine's start), in id order."""
+        statement = select(AccountRow).order_by(AccountRow.id)
+        if enabled is not None:
+            statement = statement.where(AccountRow.enabled == enabled)
+        async with self.db.read() as s:
+            return [self._secrets(row) for row in (await s.scalars(statement)).all()]
+
+    async def update_cookie(
+        self,
+        account_id: str,
+        cookie: str,
+        *,
+        expected_version: int | None = None,
+        allow_other_seller: bool = False,
+        actor: str = "system",
+    ) -> Account:
+        """Replace the cookie atomically; refuses an unusable cookie, or another seller's, before writing."""
+        seller = seller_id(parse_cookie(cookie))
+        async with self.db.transaction() as s:
+            version = await self._bump_version(s, account_id, expected_version)
+            current = (await s.execute(select(AccountRow.seller_id).where(AccountRow.id == account_id))).scalar_one()
+            if current != seller and not allow_other_seller:
+                raise InvalidValue(
+                    f"this cookie belongs to seller {seller}, but account {account_id!r} is seller {current}"
+                )
+            await s.execute(
+                update(AccountRow)
+                .where(AccountRow.id == account_id)
+                .values(cookie_encrypted=self.box.encrypt(cookie.strip()), seller_id=seller)
+            )
+            self._audit(s, "account.cookie", actor=actor, account_id=account_id, detail={"version": version})
+            return await self._load_account(s, account_id)
+
+    async def set_enabled(
+        self, account_id: str, enabled: bool, *, expected_version: int | None = None, actor: str = "system"
+    ) -> Account:
+        """Enable or disable an account."""
+        async with self.db.transaction() as s:
+            await self._bump_version(s, account_id, expected_version)
+            await s.execute(update(AccountRow).where(AccountRow.id == account_id).values(enabled=enabled))
+            self._audit(s, "account.enable" if enabled else "account.disable", actor=actor, account_id=account_id)
+            return await self._load_account(s, account_id)
+
+    async def update_account(
+        self,
+        account_id: str,
+        *,
+        remark: str | Unset = UNSET,
+        proxy: str | Unset | None = UNSET,
+        owner: str | Unset | None = UNSET,
+        pause_minutes: float | Unset = UNSET,
+        auto_confirm: bool | Unset = UNSET,
+        expected_version: int | None = None,
+        actor: str = "system",
+    ) -> Account:
+        """Change the given fields only; `proxy=None` removes the proxy, `owner=None` leaves it unowned."""
+        values: dict[str, Any] = {}
+        if not isinstance(remark, Unset):
+            values["remark"] = remark
+        if not isinstance(proxy, Unset):
+            values["proxy_encrypted"] = self.box.encrypt(proxy) if proxy else None
+        if not isinstance(pause_minutes, Unset):
+            if pause_minutes < 0:
+                raise InvalidValue("pause_minutes cannot be negative")
+            values["pause_minutes"] = pause_minutes
+        if not isinstance(auto_confirm, Unset):
+            values["auto_confirm"] = auto_confirm
+        async with self.db.transaction() as s:
+            version = await self._bump_version(s, account_id, expected_version)
+            if not isinstance(owner, Unset):
+                values["owner_id"] = await self._user_id(s, owner) if owner is not None else None
+            if values:
+                await s.execute(update(AccountRow).where(AccountRow.id == account_id).values(**values))
+            changed = sorted(name.removesuffix("_encrypted").removesuffix("_id") for name in values)
+            self._audit(
+                s, "account.update", actor=actor, account_id=account_id, detail={"fields": changed, "version": version}
+            )
+            return await self._load_account(s, account_id)
+
+    async def delete_account(self, account_id: str, *, actor: str = "system") -> None:
+        """Delete the account and everything that belongs to it (rules, settings, log, orders, stock)."""
+        async with self.db.transaction() as s:
+            result = await s.execute(delete(AccountRow).where(AccountRow.id == account_id))
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                raise AccountNotFound(account_id)
+            self._audit(s, "account.delete", actor=actor, account_id=account_id)
+
+    # -- rules --------------------------------------------------------------------------------------------------
+
+    async def replace_rules(
+        self,
+        account_id: str,
+        rules: Sequence[Rule],
+        *,
+        expected_version: int | None = None,
+        actor: str = "system",
+    ) -> list[Rule]:
+        """Replace the account's rules with `rules`, in that order, atomically; ids are kept or generated."""
+        if len(rules) > MAX_RULES:
+            raise InvalidValue(f"at most {MAX_RULES} rules per account")
+        given = [rule.id for rule in rules if rule.id is not None]
+        if len(given) != len(set(given)):
+            raise InvalidValue("two rules have the same id")
+        async with self.db.transaction() as s:
+            version = await self._bump_version(s, account_id, expected_version)
+            await s.execute(delete(RuleRow).where(RuleRow.account_id == account_id))
+            if rules:
+                await s.execute(
+                    insert(RuleRow),
+                    [
+                        {
+                            "account_id": account_id,
+                            "rule_id": rule.id or uuid.uuid4().hex[:12],
+                            "position": position,
+                            "keyword": rule.keyword,
+                            "reply": rule.reply,
+                            "match": str(rule.match),
+                            "item_id": rule.item_id,
+                            "priority": rule.priority,
+                            "kind": str(rule.kind),
+                        }
+                        for position, rule in enumerate(rules)
+                    ],
+                )
+            self._audit(
+                s, "rules.replace", actor=actor, account_id=account_id, detail={"count": len(rules), "version": version}
+            )
+            return await self._keyword_rules(s, account_id)
+
+    async def get_rules(self, account_id: str) -> list[Rule]:
+        """The account's rules in the seller's order."""
+        async with self.db.read() as s:
+            await self._require_account(s, account_id)
+            return await self._keyword_rules(s, account_id)
+
+    # -- settings -----------------------------------------------------------------------------------------------
+
+    async def get_settings(self, account_id: str) -> AccountSettings:
+        """Reply settings, with the account's pause_minutes and auto_confirm."""
+        async with self.db.read() as s:
+            return await self._settings(s, account_id)
+
+    async def put_settings(
+        self,
+        account_id: str,
+        settings: AccountSettings,
+        *,
+        ai: AiSettingsUpdate | None = None,
+        expected_version: int | None = None,
+        actor: str = "system",
+    ) -> AccountSettings:
+        """Save the reply settings (and the AI settings when given) in one transaction."""
+        now = utcnow()
+        async with self.db.transaction() as s:
+            version = await self._bump_version(s, account_id, expected_version, now=now)
+            await s.execute(
+                update(AccountRow)
+                .where(AccountRow.id == account_id)
+                .values(pause_minutes=settings.pause_minutes, auto_confirm=settings.auto_confirm)
+            )
+            await s.execute(
+                update(AccountSettingsRow)
+                .where(AccountSettingsRow.account_id == account_id)
+                .values(
+                    default_reply=settings.default_reply,
+                    default_reply_once_per_chat=settings.default_reply_once_per_chat,
+                    debounce_seconds=settings.debounce_seconds,
+                    updated_at=now,
+                )
+            )
+            if ai is not None:
+                await self._write_ai(s, account_id, ai, now=now)
+            self._audit(
+                s,
+                "settings.update",
+                actor=actor,
+                account_id=account_id,
+                detail={"ai": ai is not None, "version": version},
+            )
+            return await self._settings(s, account_id)
+
+    async def get_ai_settings(self, account_id: str) -> AiSettings:
+        """AI settings; the API key only as `has_api_key` and a masked tail."""
+        async with self.db.read() as s:
+            return await self._ai(s, account_id)
+
+    async def put_ai_settings(
+        self, account_id: str, ai: AiSettingsUpdate, *, expected_version: int | None = None, actor: str = "system"
+    ) -> AiSettings:
+        """Save the AI settings; the stored API key is kept unless `ai.api_key` is given."""
+        now = utcnow()
+        async with self.db.transaction() as s:
+            version = await self._bump_version(s, account_id, expected_version, now=now)
+            await self._write_ai(s, account_id, ai, now=now)
+            self._audit(s, "ai.update", actor=actor, account_id=account_id, detail={"version": version})
+            return await self._ai(s, account_id)
+
+    async def get_ai_api_key(self, account_id: str) -> str | None:
+        """The decrypted AI API key, for the AI client only."""
+        async with self.db.read() as s:
+            row = await s.get(AiSettingsRow, account_id)
+            if row is None:
+                raise AccountNotFound(account_id)
+            return self._decrypt_or_none(row.api_key_encrypted)
+
+    # -- rows to records ----------------------------------------------------------------------------------------
+
+    async def _load_account(self, s: AsyncSession, account_id: str) -> Account:
+        statement = (
+            select(AccountRow, UserRow.username)
+            .outerjoin(UserRow, AccountRow.owner_id == UserRow.id)
+            .where(AccountRow.id == account_id)
+            .execution_options(populate_existing=True)
+        )
+        found = (await s.execute(statement)).first()
+        if found is None:
+            raise AccountNotFound(account_id)
+        return self._account(found[0], found[1])
+
+    def _account(self, row: AccountRow, owner: str | None) -> Account:
+        return Account(
+            id=row.id,
+            owner=owner,
+            seller_id=row.seller_id,
+            cookie_masked=self._masked_cookie(row.cookie_encrypted),
+            proxy_masked=self._masked_proxy(row.proxy_encrypted),
+            remark=row.remark,
+            enabled=row.enabled,
+            pause_minutes=row.pause_minutes,
+            auto_confirm=row.auto_confirm,
+            version=row.version,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+    def _secrets(self, row: AccountRow) -> AccountSecrets:
+        return AccountSecrets(
+            id=row.id,
+            version=row.version,
+            enabled=row.enabled,
+            cookie=self.box.decrypt(row.cookie_encrypted),
+            proxy=self._decrypt_or_none(row.proxy_encrypted),
+        )
+
+    async def _keyword_rules(self, s: AsyncSession, account_id: str) -> list[Rule]:
+        rows = await s.scalars(select(RuleRow).where(RuleRow.account_id == account_id).order_by(RuleRow.position))
+        return [
+            Rule(
+                row.keyword,
+                row.reply,
+                match=row.match,
+                item_id=row.item_id,
+                priority=row.priority,
+                kind=row.kind,
+                id=row.rule_id,
+            )
+            for row in rows
+        ]
+
+    async def _settings(self, s: AsyncSession, account_id: str) -> AccountSettings:
+        found = (
+            await s.execute(
+                select(AccountSettingsRow, AccountRow.pause_minutes, AccountRow.auto_confirm)
+                .join(AccountRow, AccountRow.id == AccountSettingsRow.account_id)
+                .where(AccountSettingsRow.account_id == account_id)
+                .execution_options(populate_existing=True)
+            )
+        ).first()
+        if found is None:
+            raise AccountNotFound(account_id)
+        row, pause_minutes, auto_confirm = found
+        return AccountSettings(
+            default_reply=row.default_reply,
+            default_reply_once_per_chat=row.default_reply_once_per_chat,
+            debounce_seconds=row.debounce_seconds,
+            pause_minutes=pause_minutes,
+            auto_confirm=auto_confirm,
+        )
+
+    async def _ai(self, s: AsyncSession, account_id: str) -> AiSettings:
+        row = await s.get(AiSettingsRow, account_id, populate_existing=True)
+        if row is None:
+            raise AccountNotFound(account_id)
+        try:
+            masked = mask_api_key(self.box.decrypt(row.api_key_encrypted)) if row.api_key_encrypted else None
+        except DecryptionError:
+            masked = UNREADABLE
+        return AiSettings(
+            enabled=row.enabled,
+            base_url=row.base_url,
+            model=row.model,
+            max_discount_percent=row.max_discount_percent,
+            max_discount_amount=row.max_discount_amount,
+            max_bargain_rounds=row.max_bargain_rounds,
+            prompt=row.prompt,
+            has_api_key=row.api_key_encrypted is not None,
+            api_key_masked=masked,
+        )
+
+    async def _write_ai(self, s: AsyncSession, account_id: str, ai: AiSettingsUpdate, *, now: Any) -> None:
+        values: dict[str, Any] = {
+            "enabled": ai.enabled,
+            "base_url": ai.base_url,
+            "model": ai.model,
+            "max_discount_percent": ai.max_discount_percent,
+            "max_discount_amount": ai.max_discount_amount,
+            "max_bargain_rounds": ai.max_bargain_rounds,
+            "prompt": ai.prompt,
+            "updated_at": now,
+        }
+        if not isinstance(ai.api_key, Unset):
+            values["api_key_encrypted"] = self.box.encrypt(ai.api_key) if ai.api_key else None
+        await s.execute(update(AiSettingsRow).where(AiSettingsRow.account_id == account_id).values(**values))

@@ -1,0 +1,304 @@
+"""The conversation log and per-chat state.
+
+`claim_inbound` is the durable half of "exactly one reply per buyer message": the first claim of a platform
+message id inserts the row and wins; any later claim (a re-sent push, a reconnect, a restart, another worker)
+hits UNIQUE(account, direction, message id) and loses without writing. Chat-state counters are single
+statements (upserts), so two tasks of one chat never lose an update.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .base import StoreBase, check_limit
+from .errors import AccountNotFound, InvalidValue
+from .models import ChatStateRow, MessageRow, utcnow
+from .records import ChatState, ChatSummary, Direction, Message
+
+_MESSAGE_KEY = ["account_id", "direction", "message_id"]
+_CHAT_KEY = ["account_id", "chat_id"]
+
+
+class MessageStore(StoreBase):
+    """Conversation log and chat state."""
+
+    async def claim_inbound(
+        self,
+        account_id: str,
+        message_id: str,
+        *,
+        chat_id: str,
+        created_ms: int,
+        text: str = "",
+        content_type: str = "text",
+        sender_id: str | None = None,
+        sender_nick: str | None = None,
+        item_id: str | None = None,
+        status: str = "received",
+    ) -> bool:
+        """Record a buyer message; True for the first claim of this message id, False for any repeat."""
+        if not message_id:
+            raise InvalidValue("an inbound message needs its platform message id (or the fallback key)")
+        statement = (
+            self._insert(MessageRow.__table__)
+            .values(
+                account_id=account_id,
+                chat_id=chat_id,
+                message_id=message_id,
+                direction=Direction.IN.value,
+                sender_id=sender_id,
+                sender_nick=sender_nick,
+                item_id=item_id,
+                text=text,
+                content_type=content_type,
+                created_ms=created_ms,
+                recorded_at=utcnow(),
+                status=status,
+            )
+            .on_conflict_do_nothing(index_elements=_MESSAGE_KEY)
+            .returning(MessageRow.__table__.c.id)
+        )
+        async with self.db.transaction() as s:
+            try:
+                inserted = (await s.execute(statement)).scalar()
+            except IntegrityError as exc:  # the only other constraint: the account's foreign key
+                raise AccountNotFound(account_id) from exc
+        return inserted is not None
+
+    async def mark_inbound(
+        self,
+        account_id: str,
+        message_id: str,
+        *,
+        status: str,
+        reply_source: str | None = None,
+        reply_reason: str | None = None,
+    ) -> bool:
+        """Record what became of a claimed buyer message (replied, ignored, expired, ...); False if unknown."""
+        async with self.db.transaction() as s:
+            result = await s.execute(
+                update(MessageRow)
+                .where(
+                    MessageRow.account_id == account_id,
+                    MessageRow.direction == Direction.IN.value,
+                    MessageRow.message_id == message_id,
+                )
+                .values(status=status, reply_source=reply_source, reply_reason=reply_reason)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def record_outbound(
+        self,
+        account_id: str,
+        message_id: str,
+        *,
+        chat_id: str,
+        text: str,
+        created_ms: int,
+        content_type: str = "text",
+        reply_source: str | None = None,
+        reply_reason: str | None = None,
+        reply_to: str | None = None,
+        status: str = "sent",
+        sender_id: str | None = None,
+        item_id: str | None = None,
+    ) -> Message:
+        """Log a message the seller's side sent (a reply or a manual message); idempotent per message id."""
+        statement = (
+            self._insert(MessageRow.__table__)
+            .values(
+                account_id=account_id,
+                chat_id=chat_id,
+                message_id=message_id,
+                direction=Direction.OUT.value,
+                sender_id=sender_id,
+                item_id=item_id,
+                text=text,
+                content_type=content_type,
+                created_ms=created_ms,
+                recorded_at=utcnow(),
+                status=status,
+                reply_source=reply_source,
+                reply_reason=reply_reason,
+                reply_to=reply_to,
+            )
+            .on_conflict_do_nothing(index_elements=_MESSAGE_KEY)
+        )
+        async with self.db.transaction() as s:
+            try:
+                await s.execute(statement)
+            except IntegrityError as exc:
+                raise AccountNotFound(account_id) from exc
+            row = (
+                await s.scalars(
+                    select(MessageRow).where(
+                        MessageRow.account_id == account_id,
+                        MessageRow.direction == Direction.OUT.value,
+                        MessageRow.message_id == message_id,
+                    )
+                )
+            ).one()
+            return _message(row)
+
+    async def list_messages(
+        self, account_id: str, *, chat_id: str | None = None, limit: int = 100, before_id: int | None = None
+    ) -> list[Message]:
+        """The latest `limit` messages (of one chat, or all), oldest first; `before_id` pages further back."""
+        statement = select(MessageRow).where(MessageRow.account_id == account_id)
+        if chat_id is not None:
+            statement = statement.where(MessageRow.chat_id == chat_id)
+        if before_id is not None:
+            statement = statement.where(MessageRow.id < before_id)
+        statement = statement.order_by(MessageRow.id.desc()).limit(check_limit(limit))
+        async with self.db.read() as s:
+            rows = (await s.scalars(statement)).all()
+        return [_message(row) for row in reversed(rows)]
+
+    async def list_chats(self, account_id: str, *, limit: int = 50) -> list[ChatSummary]:
+        """The account's conversations, most recently active first, each with its last message."""
+        latest = (
+            select(
+                MessageRow.chat_id,
+                func.max(MessageRow.id).label("last_id"),
+                func.count().label("message_count"),
+            )
+            .where(MessageRow.account_id == account_id)
+            .group_by(MessageRow.chat_id)
+            .order_by(func.max(MessageRow.id).desc())
+            .limit(check_limit(limit))
+            .subquery()
+        )
+        statement = (
+            select(MessageRow, latest.c.message_count)
+            .join(latest, MessageRow.id == latest.c.last_id)
+            .order_by(MessageRow.id.desc())
+        )
+        async with self.db.read() as s:
+            rows = (await s.execute(statement)).all()
+        return [ChatSummary(chat_id=row.chat_id, last_message=_message(row), message_count=n) for row, n in rows]
+
+    async def prune_messages(self, *, older_than: datetime) -> int:
+        """Delete log entries recorded before `older_than`; returns how many went (retention)."""
+        async with self.db.transaction() as s:
+            result = await s.execute(delete(MessageRow).where(MessageRow.recorded_at < older_than))
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    # -- chat state ---------------------------------------------------------------------------------------------
+
+    async def get_chat_state(self, account_id: str, chat_id: str) -> ChatState:
+        """The chat's state; a chat never seen has the default state."""
+        async with self.db.read() as s:
+            row = await s.get(ChatStateRow, (account_id, chat_id))
+            return _chat_state(row) if row else ChatState(account_id=account_id, chat_id=chat_id)
+
+    async def put_chat_state(self, state: ChatState) -> ChatState:
+        """Save the whole state of one chat."""
+        values = {
+            "paused_until": state.paused_until,
+            "default_reply_sent": state.default_reply_sent,
+            "bargain_rounds": state.bargain_rounds,
+            "updated_at": utcnow(),
+        }
+        return await self._upsert_chat(state.account_id, state.chat_id, values, values)
+
+    async def pause_chat(self, account_id: str, chat_id: str, *, until: datetime | None) -> ChatState:
+        """Pause auto-reply in one chat until `until` (manual takeover); None resumes it."""
+        values = {"paused_until": until, "updated_at": utcnow()}
+        return await self._upsert_chat(account_id, chat_id, values, values)
+
+    async def mark_default_reply_sent(self, account_id: str, chat_id: str) -> bool:
+        """Set the chat's once-only default-reply flag; True only for the call that set it."""
+        table = ChatStateRow.__table__
+        statement = (
+            self._insert(table)
+            .values(
+                account_id=account_id, chat_id=chat_id, default_reply_sent=True, bargain_rounds=0, updated_at=utcnow()
+            )
+            .on_conflict_do_update(
+                index_elements=_CHAT_KEY,
+                set_={"default_reply_sent": True, "updated_at": utcnow()},
+                where=table.c.default_reply_sent.is_(False),
+            )
+            .returning(table.c.chat_id)
+        )
+        async with self.db.transaction() as s:
+            try:
+                return (await s.execute(statement)).scalar() is not None
+            except IntegrityError as exc:
+                raise AccountNotFound(account_id) from exc
+
+    async def count_bargain_round(self, account_id: str, chat_id: str) -> int:
+        """Add one bargaining round to the chat and return the new count."""
+        table = ChatStateRow.__table__
+        statement = (
+            self._insert(table)
+            .values(
+                account_id=account_id, chat_id=chat_id, default_reply_sent=False, bargain_rounds=1, updated_at=utcnow()
+            )
+            .on_conflict_do_update(
+                index_elements=_CHAT_KEY,
+                set_={"bargain_rounds": table.c.bargain_rounds + 1, "updated_at": utcnow()},
+            )
+            .returning(table.c.bargain_rounds)
+        )
+        async with self.db.transaction() as s:
+            try:
+                return int((await s.execute(statement)).scalar_one())
+            except IntegrityError as exc:
+                raise AccountNotFound(account_id) from exc
+
+    async def _upsert_chat(self, account_id: str, chat_id: str, insert_values: dict, update_values: dict) -> ChatState:
+        table = ChatStateRow.__table__
+        defaults = {"default_reply_sent": False, "bargain_rounds": 0, "paused_until": None}
+        statement = (
+            self._insert(table)
+            .values(account_id=account_id, chat_id=chat_id, **{**defaults, **insert_values})
+            .on_conflict_do_update(index_elements=_CHAT_KEY, set_=update_values)
+        )
+        async with self.db.transaction() as s:
+            try:
+                await s.execute(statement)
+            except IntegrityError as exc:
+                raise AccountNotFound(account_id) from exc
+            return await _load_chat(s, account_id, chat_id)
+
+
+async def _load_chat(s: AsyncSession, account_id: str, chat_id: str) -> ChatState:
+    row = await s.get(ChatStateRow, (account_id, chat_id), populate_existing=True)
+    assert row is not None  # just upserted in this transaction
+    return _chat_state(row)
+
+
+def _chat_state(row: ChatStateRow) -> ChatState:
+    return ChatState(
+        account_id=row.account_id,
+        chat_id=row.chat_id,
+        paused_until=row.paused_until,
+        default_reply_sent=row.default_reply_sent,
+        bargain_rounds=row.bargain_rounds,
+    )
+
+
+def _message(row: MessageRow) -> Message:
+    return Message(
+        id=row.id,
+        account_id=row.account_id,
+        chat_id=row.chat_id,
+        message_id=row.message_id,
+        direction=Direction(row.direction),
+        sender_id=row.sender_id,
+        sender_nick=row.sender_nick,
+        item_id=row.item_id,
+        text=row.text,
+        content_type=row.content_type,
+        created_ms=row.created_ms,
+        recorded_at=row.recorded_at,
+        status=row.status,
+        reply_source=row.reply_source,
+        reply_reason=row.reply_reason,
+        reply_to=row.reply_to,
+    )

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xianyu_autoreply.config import Settings, load_settings
+from xianyu_autoreply.engine.scheduler import AccountScheduler, EngineOptions
+from xianyu_autoreply.platform.session import ReconnectPolicy
+from xianyu_autoreply.simulator import Simulator
+from xianyu_autoreply.store import Store
+
+FAST_OPTIONS = EngineOptions(
+    connect_rate=500.0,
+    stop_timeout=5.0,
+    crash_window=30.0,
+    max_crashes=3,
+    crash_backoff_base=0.05,
+    crash_backoff_cap=0.2,
+    policy=ReconnectPolicy(base=0.05, cap=0.3, stable_after=1.0, risk_backoff=0.5),
+)
+
+
+async def eventually(check: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll `check` (sync or async) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    simulator = Simulator()
+    await simulator.start(host="127.0.0.1", port=0)
+    try:
+        yield simulator
+    finally:
+        await simulator.stop()
+
+
+@pytest.fixture
+def settings(sim: Simulator, tmp_path: Path) -> Settings:
+    return load_settings(
+        data_dir=tmp_path / "data",
+        platform={"ws_url": sim.ws_url, "mtop_url": sim.mtop_url, "passport_url": sim.passport_url},
+        session={"heartbeat_interval": 0.5, "heartbeat_timeout": 1.5},
+    )
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[Store]:
+    opened = await Store.open(settings)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+EngineFactory = Callable[[], Awaitable[AccountScheduler]]
+
+
+@pytest.fixture
+async def make_engine(store: Store, settings: Settings) -> AsyncIterator[EngineFactory]:
+    """Start engines on the test's store; every one is stopped at the end."""
+    engines: list[AccountScheduler] = []
+
+    async def make() -> AccountScheduler:
+        engine = AccountScheduler(store=store, settings=settings, options=FAST_OPTIONS)
+        await engine.start()
+        engines.append(engine)
+        return engine
+
+    try:
+        yield make
+    finally:
+        for engine in engines:
+            await engine.stop()
+
+
+@pytest.fixture
+async def engine(make_engine: EngineFactory) -> AccountScheduler:
+    return await make_engine()
