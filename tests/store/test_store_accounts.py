@@ -2,7 +2,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from store_samples import COOKIE, COOKIE_SECRET_PART, OTHER_COOKIE, failing_statement, read_files, snapshot
 
 from xianyu_autoreply.protocol import InvalidCookie
 from xianyu_autoreply.store import (
@@ -23,6 +22,8 @@ from xianyu_autoreply.store import (
     VersionConflict,
 )
 from xianyu_autoreply.store.models import AccountRow, AiSettingsRow
+
+from .store_samples import COOKIE, COOKIE_SECRET_PART, OTHER_COOKIE, failing_statement, read_files, snapshot
 
 NEW_COOKIE = "unb=2200123456789; cookie2=abcdefabcdefabcdefabcdefabcdef00; t=freshtoken123456"
 SECOND_SELLER = "unb=3300999; cookie2=0000111122223333"

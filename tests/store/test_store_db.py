@@ -63,10 +63,10 @@ async def test_driver_errors_become_database_errors(database_url: str) -> None:
 
 
 async def test_open_from_settings_migrates_and_generates_the_key(tmp_path: Path) -> None:
-    from store_samples import COOKIE
-
     from xianyu_autoreply.config import load_settings
     from xianyu_autoreply.store import Store, is_at_head
+
+    from .store_samples import COOKIE
 
     settings = load_settings(data_dir=tmp_path / "data")
     store = await Store.open(settings)
@@ -87,9 +87,9 @@ async def test_two_processes_worth_of_writers_share_one_sqlite_file(tmp_path: Pa
     """Separate Database objects (as the CLI beside a server) queue on SQLite's lock instead of failing."""
     import asyncio
 
-    from store_samples import COOKIE
-
     from xianyu_autoreply.store import DeliveryRuleSpec, SecretBox, Store, upgrade_database
+
+    from .store_samples import COOKIE
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
     await upgrade_database(url)

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from store_samples import failing_statement, read_files, snapshot
 
 from xianyu_autoreply.store import (
     AccountNotFound,
@@ -20,6 +19,8 @@ from xianyu_autoreply.store import (
     Store,
 )
 from xianyu_autoreply.store.models import DeliveryRuleRow, StockLineRow
+
+from .store_samples import failing_statement, read_files, snapshot
 
 CARDS = [f"CARD-{n:04d}-SECRET" for n in range(10)]
 

@@ -3,7 +3,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
-from store_samples import COOKIE, failing_statement, snapshot
 
 from xianyu_autoreply.store import (
     Conflict,
@@ -15,6 +14,8 @@ from xianyu_autoreply.store import (
     UserNotFound,
 )
 from xianyu_autoreply.store.models import NotificationSettingsRow
+
+from .store_samples import COOKIE, failing_statement, snapshot
 
 
 async def test_create_read_and_list_users(store: Store) -> None:

@@ -262,7 +262,7 @@ class AccountScheduler:
                 if rt.replier is not None:
                     await rt.replier.aclose()
                 self._set_lifecycle(rt, Lifecycle.DELETED, "deleted")
-        self._locks.pop(account_id, None)
+        # The lock stays: a caller already waiting on it must keep excluding the next one (an id re-added later).
 
     async def update_cookie(
         self, account_id: str, cookie: str, *, save_to_db: bool = True, actor: str = "system"

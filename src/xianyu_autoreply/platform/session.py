@@ -700,7 +700,7 @@ class AccountSession:
 
 def _lost_from(exc: websockets.ConnectionClosed | None, ws: ClientConnection | None = None) -> ConnectionLost:
     """Turn how websockets saw the end of a connection into a DisconnectReason."""
-    received = exc.rcvd if exc is not None else (ws.close_rcvd if ws is not None else None)
+    received = exc.rcvd if exc is not None else (ws.protocol.close_rcvd if ws is not None else None)
     if received is None:
         return ConnectionLost(DisconnectReason.ABORTED, "no close frame received")
     return ConnectionLost(

@@ -171,6 +171,7 @@ class Hub:
         conn.closed_ms = now_ms()
         if conn.registered:
             self.registered_count -= 1
+        record = conn.to_json()  # with the pushes it never ACKed
         conn.pending.clear()
         conn.outbox = None
         self._live.pop(conn.id, None)
@@ -179,7 +180,6 @@ class Hub:
             mine.pop(conn.id, None)
             if not mine:
                 del self._by_seller[conn.seller]
-        record = conn.to_json()
         kept = self._closed.get(conn.seller)
         if kept is None:
             kept = self._closed[conn.seller] = deque(maxlen=_CLOSED_KEPT)

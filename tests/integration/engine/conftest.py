@@ -50,9 +50,11 @@ async def sim() -> AsyncIterator[Simulator]:
 
 
 @pytest.fixture
-def settings(sim: Simulator, tmp_path: Path) -> Settings:
+def settings(sim: Simulator, tmp_path: Path, database_url: str) -> Settings:
+    """Settings on the simulator, once per database backend (SQLite, and PostgreSQL when installed)."""
     return load_settings(
         data_dir=tmp_path / "data",
+        database_url=database_url,
         platform={"ws_url": sim.ws_url, "mtop_url": sim.mtop_url, "passport_url": sim.passport_url},
         session={"heartbeat_interval": 0.5, "heartbeat_timeout": 1.5},
     )

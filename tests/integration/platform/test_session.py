@@ -266,10 +266,12 @@ async def test_slow_decision_in_one_chat_does_not_delay_other_chats(harness: Har
 async def test_connection_faults_reconnect_and_answer_again(
     harness: Harness, fault: str, extra: dict[str, Any]
 ) -> None:
-    harness.start()
+    session = harness.start()
     await harness.connected()
     harness.sim.set_fault(fault, seller=harness.seller["unb"], **extra)
     await eventually(lambda: "reconnecting" in harness.state_names())
+    expected = "aborted" if fault == "drop" else "closed_by_server"
+    assert expected in session.stats.reconnect_reasons, session.stats.reconnect_reasons
     await harness.connected()
     harness.sim.clear_faults()
     await harness.connected()

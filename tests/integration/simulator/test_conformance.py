@@ -18,7 +18,7 @@ import websockets
 
 from xianyu_autoreply.simulator import Simulator
 
-from .conftest import (
+from .bare import (
     IM_APP_KEY,
     SUCCESS,
     TOKEN_API,
@@ -28,6 +28,7 @@ from .conftest import (
     device_id,
     eventually,
     login,
+    mtop_params,
     new_mid,
     token_call,
 )
@@ -56,8 +57,6 @@ async def test_token_call_answers_the_documented_envelope(
 async def test_token_call_accepts_t_in_whole_seconds(
     sim: Simulator, http: httpx.AsyncClient, seller: dict[str, Any]
 ) -> None:
-    from .conftest import mtop_params
-
     did = device_id(seller["unb"])
     data = '{"appKey":"' + IM_APP_KEY + '","deviceId":"' + did + '"}'
     params = mtop_params(TOKEN_API, data, seller["cookie"], t=str(int(time.time()) * 1000))

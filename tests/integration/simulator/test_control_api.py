@@ -9,7 +9,7 @@ import pytest
 
 from xianyu_autoreply.simulator import Simulator
 
-from .conftest import BareClient, decode_payload
+from .bare import BareClient, decode_payload
 
 
 @pytest.fixture

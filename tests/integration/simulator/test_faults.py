@@ -13,7 +13,7 @@ import websockets
 
 from xianyu_autoreply.simulator import Simulator
 
-from .conftest import SUCCESS, BareClient, cookie_map, cookie_string, device_id, login, token_call
+from .bare import SUCCESS, BareClient, cookie_map, cookie_string, device_id, login, token_call
 
 
 async def test_drop_ends_the_connection_without_a_close_frame(

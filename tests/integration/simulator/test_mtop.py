@@ -10,7 +10,7 @@ import pytest
 
 from xianyu_autoreply.simulator import Simulator
 
-from .conftest import SUCCESS, TOKEN_API, cookie_map, cookie_string, device_id, mtop_call, mtop_params, token_call
+from .bare import SUCCESS, TOKEN_API, cookie_map, cookie_string, device_id, mtop_call, mtop_params, token_call
 
 DETAIL = "mtop.taobao.idle.pc.detail"
 CONSIGN = "mtop.taobao.idle.logistic.consign.dummy"

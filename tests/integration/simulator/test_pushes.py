@@ -11,7 +11,7 @@ import pytest
 
 from xianyu_autoreply.simulator import Simulator
 
-from .conftest import BareClient, decode_payload, login
+from .bare import BareClient, decode_payload, login
 
 
 def items_of(push: dict[str, Any]) -> list[Any]:

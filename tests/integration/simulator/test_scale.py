@@ -8,7 +8,7 @@ import httpx
 
 from xianyu_autoreply.simulator import Simulator
 
-from .conftest import BareClient, login
+from .bare import BareClient, login
 
 SELLERS = 100
 

@@ -10,25 +10,6 @@ import sys
 import msgpack
 import orjson
 import pytest
-from protocol_samples import (
-    BUYER,
-    CHAT,
-    CREATED,
-    ITEM,
-    MESSAGE_ID,
-    NICK,
-    ORDER,
-    SELLER,
-    as_json,
-    b64,
-    chat_url,
-    message_doc,
-    order_card_json,
-    packed,
-    push_frame_of,
-    refund_card_json,
-    stringify_keys,
-)
 
 from xianyu_autoreply.protocol import (
     BuyerMessage,
@@ -51,6 +32,26 @@ from xianyu_autoreply.protocol import (
     push_frame,
 )
 from xianyu_autoreply.protocol.push import payloads_of
+
+from .protocol_samples import (
+    BUYER,
+    CHAT,
+    CREATED,
+    ITEM,
+    MESSAGE_ID,
+    NICK,
+    ORDER,
+    SELLER,
+    as_json,
+    b64,
+    chat_url,
+    message_doc,
+    order_card_json,
+    packed,
+    push_frame_of,
+    refund_card_json,
+    stringify_keys,
+)
 
 
 def decode(payload: str) -> object:

@@ -2,7 +2,6 @@ from dataclasses import replace
 from decimal import Decimal
 
 import pytest
-from reply_factories import NOW, buyer, seller
 
 from xianyu_autoreply.protocol.events import OrderEvent, OrderStatus, SystemNotice, Typing, UnknownPayload
 from xianyu_autoreply.replies.policy import (
@@ -18,6 +17,8 @@ from xianyu_autoreply.replies.policy import (
 from xianyu_autoreply.replies.prompt import ChatFacts
 from xianyu_autoreply.replies.rules import MatchKind, ReplyKind, Rule, RuleIndex
 from xianyu_autoreply.replies.settings import AISettings, ReplySettings
+
+from .reply_factories import NOW, buyer, seller
 
 RULES = RuleIndex.build(
     [
