@@ -21,7 +21,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
@@ -43,13 +43,26 @@ from ..platform.session import (
     StateChange,
 )
 from ..protocol import BuyerMessage, ChatMessage, OrderEvent, TextContent, now_ms, parse_cookie
-from ..replies import AISettings, ChatFacts, ReplySettings, RuleIndex, Turn, validate_template
+from ..replies import (
+    AIReplier,
+    AIReplyError,
+    AISettings,
+    ChatFacts,
+    ReplySettings,
+    RuleIndex,
+    TryResult,
+    Turn,
+    try_reply,
+    validate_template,
+)
 from ..replies import Rule as ReplyRule
 from ..store import (
     Account,
     AccountNotFound,
     AccountSettings,
     AiSettingsUpdate,
+    DeliveryRule,
+    DeliveryRuleSpec,
     Direction,
     InvalidValue,
     Store,
@@ -310,6 +323,28 @@ class AccountScheduler:
                     self._launch(rt)
             return account
 
+    async def update_account(self, account_id: str, *, actor: str = "system", **fields: Any) -> Account:
+        """Change remark, pause minutes, auto-confirm or owner (PATCH); the next message sees the change."""
+        allowed = {"remark", "pause_minutes", "auto_confirm", "owner"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise InvalidValue(f"cannot change {sorted(unknown)} here")
+        async with self._lock(account_id):
+            rt = self._runtime(account_id)
+            account = await self.store.update_account(account_id, actor=actor, **fields)
+            rt.version = account.version
+            if rt.replier is not None:
+                rt.replier.update(settings=await self._reply_settings(account_id))
+            return account
+
+    async def set_delivery_rules(
+        self, account_id: str, rules: Sequence[DeliveryRuleSpec], *, actor: str = "system"
+    ) -> list[DeliveryRule]:
+        """Replace the account's delivery rules (read at each delivery, so they apply to the next paid order)."""
+        async with self._lock(account_id):
+            self._runtime(account_id)
+            return await self.store.replace_delivery_rules(account_id, rules, actor=actor)
+
     async def set_rules(
         self, account_id: str, rules: Sequence[StoredRule], *, actor: str = "system"
     ) -> list[StoredRule]:
@@ -380,6 +415,29 @@ class AccountScheduler:
         if rt.replier is not None:
             rt.replier.pause_chat(chat_id)
         return await session.send(chat_id, to_user, Reply(text=text, source="manual"))
+
+    async def try_reply(self, account_id: str, text: str, *, item_id: str | None = None) -> TryResult:
+        """What the account would answer to `text` now (its current rules and settings), without sending.
+
+        When the policy would ask the AI, the AI is asked (so the seller sees the real answer) and, should it
+        fail, the fallback is shown with the reason.
+        """
+        rt = self._runtime(account_id)
+        rules = rt.replier.rules if rt.replier is not None else await self._rules(account_id)
+        settings = rt.replier.settings if rt.replier is not None else await self._reply_settings(account_id)
+        result = try_reply(text, item_id=item_id, rules=rules, settings=settings)
+        if result.ai_query is None:
+            return result
+        ai = AIReplier(settings.ai, account_name=settings.account_name)
+        try:
+            answer = await ai.reply(result.ai_query)
+        except AIReplyError as exc:
+            return replace(result, reply=result.fallback_reply, source="default", reason=f"ai_failed: {exc}")
+        finally:
+            await ai.aclose()
+        return replace(
+            result, reply=answer.text, source="ai" if answer.blocked is None else f"ai:blocked:{answer.blocked}"
+        )
 
     def call_threadsafe(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> T:
         """Run an operation from another thread and wait for it (inside the loop, simply `await` it)."""
