@@ -113,6 +113,7 @@ class EngineOptions:
     max_crashes: int = 5  # crashes within the window before an account is parked in `error`
     crash_backoff_base: float = 1.0
     crash_backoff_cap: float = 60.0
+    ai_timeout: float = 20.0  # one AI answer, retries included; past it the default reply goes out
     policy: ReconnectPolicy = field(default_factory=ReconnectPolicy)
 
 
@@ -428,7 +429,7 @@ class AccountScheduler:
         result = try_reply(text, item_id=item_id, rules=rules, settings=settings)
         if result.ai_query is None:
             return result
-        ai = AIReplier(settings.ai, account_name=settings.account_name)
+        ai = AIReplier(settings.ai, account_name=settings.account_name, timeout_s=self.options.ai_timeout)
         try:
             answer = await ai.reply(result.ai_query)
         except AIReplyError as exc:
@@ -692,6 +693,7 @@ class AccountScheduler:
             history=history,
             facts=facts,
             on_decision=on_decision,
+            ai_factory=lambda s: AIReplier(s.ai, account_name=s.account_name, timeout_s=self.options.ai_timeout),
         )
 
     async def _rules(self, account_id: str) -> RuleIndex:

@@ -21,6 +21,7 @@ FAST_OPTIONS = EngineOptions(
     max_crashes=3,
     crash_backoff_base=0.05,
     crash_backoff_cap=0.2,
+    ai_timeout=2.0,
     policy=ReconnectPolicy(base=0.05, cap=0.3, stable_after=1.0, risk_backoff=0.5),
 )
 
