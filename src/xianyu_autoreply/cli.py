@@ -45,6 +45,44 @@ def simulator(
     run_simulator(host, port)
 
 
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the configured database to this version's schema (start-up does this too)."""
+    import asyncio
+
+    from .config import ConfigError, load_settings
+    from .store import Database, current_revision, upgrade_database
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        console.print(f"[red]configuration error[/red]: {exc}")
+        raise typer.Exit(2) from None
+
+    async def upgrade() -> str | None:
+        await upgrade_database(settings.database_url)
+        db = Database(settings.database_url)
+        try:
+            return await current_revision(db)
+        finally:
+            await db.close()
+
+    typer.echo(f"database at revision {asyncio.run(upgrade())}")
+
+
+def _accounts() -> None:
+    from .cli_accounts import app as accounts_app
+
+    app.add_typer(accounts_app, name="accounts")
+
+
+_accounts()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
