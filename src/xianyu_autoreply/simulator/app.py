@@ -25,6 +25,7 @@ from . import control
 from .ai import AiBackend, AiRule
 from .faults import EVENT_KINDS, ONCE_ONLY, Fault, FaultKind, FaultTable
 from .im import Hub, ImServer
+from .load import LoadRun, run_load
 from .mtop import MtopGateway
 from .options import Options
 from .pushes import chat_payload, order_payload
@@ -91,6 +92,7 @@ class Simulator:
         self._mtop = MtopGateway(world=self.world, faults=self.faults, options=self.options)
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._load: tuple[LoadRun, asyncio.Task[None]] | None = None
         self._url: str | None = None
         self._port: int | None = None
 
@@ -129,6 +131,7 @@ class Simulator:
 
     async def stop(self) -> None:
         """Close every connection (1001) and stop listening; safe to call twice."""
+        self.stop_load()
         runner, self._runner = self._runner, None
         if runner is None:
             return
@@ -301,9 +304,44 @@ class Simulator:
         owner = self.world.seller(seller)
         if not messages:
             raise WorldError("no messages to push")
-        built = [self._message(owner, MessageSpec.of(m)) for m in messages]
+        specs = [MessageSpec.of(m) for m in messages]
+        built = [self._message(owner, spec) for spec in specs]
         delivered = self.hub.push(owner.unb, [payload for payload, _ in built])
+        if delivered:
+            for spec, (_, info) in zip(specs, built, strict=True):
+                if not spec.from_seller:
+                    self.hub.latency.pushed(info["chat_id"])
         return [{**info, "delivered": delivered} for _, info in built]
+
+    def start_load(self, *, rate: float, seconds: float, sellers: Sequence[str] | None = None) -> dict[str, Any]:
+        """Push `rate` buyer messages a second for `seconds`, each to a new chat of the next seller in turn."""
+        if not 0 < rate <= 100_000 or not 0 < seconds <= 86_400:
+            raise WorldError("rate must be in (0, 100000] and seconds in (0, 86400]")
+        chosen = list(sellers) if sellers else [unb for unb in self.world.sellers if self.hub.registered_of(unb)]
+        if not chosen:
+            raise WorldError("no seller to send load to (none given and none connected)")
+        for unb in chosen:
+            self.world.seller(unb)
+        self.stop_load()
+        run = LoadRun(rate=rate, seconds=seconds, sellers=chosen)
+
+        def push(seller: str, text: str) -> int:
+            return self.push_message(seller, text)["delivered"]
+
+        self._load = (run, asyncio.get_running_loop().create_task(run_load(run, push)))
+        return run.to_json()
+
+    def load_status(self) -> dict[str, Any] | None:
+        return self._load[0].to_json() if self._load is not None else None
+
+    def stop_load(self) -> None:
+        if self._load is not None:
+            self._load[1].cancel()
+            self._load = None
+
+    def reply_latencies(self, *, reset: bool = False) -> list[float]:
+        """Milliseconds from pushing a buyer message to receiving the first send into its chat (one clock)."""
+        return self.hub.latency.samples(reset=reset)
 
     def push_order(
         self,

@@ -36,6 +36,12 @@ class SellerBody(_Body):
     cookie: str | None = None
 
 
+class LoadBody(_Body):
+    rate: float = Field(gt=0, le=100_000)
+    seconds: float = Field(gt=0, le=86_400)
+    sellers: list[Digits] | None = None
+
+
 class ItemBody(_Body):
     seller: Digits
     title: str = Field(min_length=1, max_length=200)
@@ -160,6 +166,21 @@ def routes(sim: Simulator) -> list[web.RouteDef]:
     async def stats(request: web.Request) -> web.Response:
         return json_response(sim.stats())
 
+    async def load_start(request: web.Request) -> web.Response:
+        body = await _body(request, LoadBody)
+        return json_response(sim.start_load(rate=body.rate, seconds=body.seconds, sellers=body.sellers))
+
+    async def load_status(request: web.Request) -> web.Response:
+        return json_response(sim.load_status())
+
+    async def load_stop(request: web.Request) -> web.Response:
+        sim.stop_load()
+        return json_response({"stopped": True})
+
+    async def latency(request: web.Request) -> web.Response:
+        reset = request.query.get("reset", "") in ("1", "true", "yes")
+        return json_response({"samples_ms": sim.reply_latencies(reset=reset)})
+
     async def create_seller(request: web.Request) -> web.Response:
         body = await _body(request, SellerBody)
         return json_response(sim.create_seller(unb=body.unb, nick=body.nick, cookie=body.cookie))
@@ -277,6 +298,10 @@ def routes(sim: Simulator) -> list[web.RouteDef]:
     table: list[tuple[str, str, Handler]] = [
         ("GET", "/_sim/", index),
         ("GET", "/_sim/stats", stats),
+        ("GET", "/_sim/latency", latency),
+        ("POST", "/_sim/load", load_start),
+        ("GET", "/_sim/load", load_status),
+        ("DELETE", "/_sim/load", load_stop),
         ("POST", "/_sim/sellers", create_seller),
         ("GET", "/_sim/sellers", list_sellers),
         ("POST", "/_sim/items", create_item),

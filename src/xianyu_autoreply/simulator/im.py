@@ -137,6 +137,34 @@ class Connection:
         }
 
 
+class LatencyProbe:
+    """Reply latency as the platform sees it: a buyer message pushed into a chat -> the first send into that chat.
+
+    One monotonic clock on one side of the wire, so a benchmark in another process needs no clock sync.
+    """
+
+    def __init__(self, *, keep: int = 1_000_000) -> None:
+        self._pushed: dict[str, int] = {}
+        self._samples: deque[float] = deque(maxlen=keep)
+
+    def pushed(self, chat_id: str) -> None:
+        if len(self._pushed) >= 100_000:  # chats nobody answers must not grow the probe without bound
+            self._pushed.pop(next(iter(self._pushed)))
+        self._pushed.setdefault(chat_id, time.monotonic_ns())
+
+    def replied(self, chat_id: str) -> None:
+        start = self._pushed.pop(chat_id, None)
+        if start is not None:
+            self._samples.append((time.monotonic_ns() - start) / 1e6)
+
+    def samples(self, *, reset: bool = False) -> list[float]:
+        found = list(self._samples)
+        if reset:
+            self._samples.clear()
+            self._pushed.clear()
+        return found
+
+
 class Hub:
     """Every connection, live and recently closed, by seller; delivery of frames through per-connection outboxes."""
 
@@ -148,6 +176,7 @@ class Hub:
         self._ids = itertools.count(1)
         self.registered_count = 0
         self.frames_pushed = 0
+        self.latency = LatencyProbe()
 
     # --- bookkeeping -------------------------------------------------------------------------------------------
 
@@ -487,6 +516,7 @@ class ImServer:
             at_ms=now_ms(),
         )
         self._world.record_sent(sent)
+        self._hub.latency.replied(chat.chat_id)
         answer = {"messageId": sent.message_id, "uuid": uuid, "createAt": sent.at_ms}
         await self._answer(conn, inbound.mid, body=answer)
         if seller.echo if seller.echo is not None else self._options.echo_sends:
