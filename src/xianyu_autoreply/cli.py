@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -43,6 +44,159 @@ def simulator(
     from .simulator import run_simulator
 
     run_simulator(host, port)
+
+
+@app.command()
+def serve(
+    no_engine: Annotated[
+        bool, typer.Option("--no-engine", help="Serve the API and web admin only; workers run the accounts.")
+    ] = False,
+) -> None:
+    """Run the API, the web admin and the account engine on the configured database (XAR_HOST:XAR_PORT)."""
+    import asyncio
+    import contextlib
+
+    from .api.server import run_server
+    from .config import ConfigError, load_settings
+    from .store import StoreError
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        console.print(f"[red]configuration error[/red]: {exc}")
+        raise typer.Exit(2) from None
+
+    def ready(server: object) -> None:
+        url = getattr(server, "url", "")
+        console.print(f"serving on [bold]{url}[/bold] (API docs at {url}/docs); Ctrl+C stops", highlight=False)
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # a Ctrl+C before the server's own handler is installed
+            asyncio.run(run_server(settings, engine_enabled=not no_engine, on_ready=ready, console=console))
+    except OSError as exc:
+        console.print(f"[red]cannot listen on {settings.host}:{settings.port}[/red]: {exc.strerror or exc}")
+        raise typer.Exit(1) from None
+    except StoreError as exc:
+        console.print(f"[red]database error[/red]: {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Admin port (a busy one is replaced by a free one; 0 picks one).", min=0,
+                                      max=65535)] = 8080,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Keep the demo's database here (default: a temporary dir).")
+    ] = None,
+    seconds: Annotated[
+        float | None, typer.Option(help="Stop by itself after this many seconds (default: run until Ctrl+C).", min=1)
+    ] = None,
+) -> None:
+    """Run the simulator, the service and scripted buyers on loopback: open the printed URL and watch it reply."""
+    import asyncio
+    import contextlib
+
+    from .demo import run_demo
+
+    with contextlib.suppress(KeyboardInterrupt):  # a Ctrl+C before the server's own handler is installed
+        try:
+            asyncio.run(run_demo(data_dir=data_dir, port=port, seconds=seconds, console=Console()))
+        except OSError as exc:
+            console.print(f"[red]cannot start the demo[/red]: {exc.strerror or exc}")
+            raise typer.Exit(1) from None
+
+
+@app.command()
+def worker() -> None:
+    """Run the account engine only, as one node of several on one PostgreSQL (docs/scale-out.md).
+
+    It runs the accounts of the buckets it leases; SIGTERM or Ctrl+C stops its sessions and hands its buckets to
+    the other workers at once. XAR_CLUSTER__* tune it (node id, buckets, lease TTL and margin).
+    """
+    import asyncio
+    import logging
+    import signal
+
+    from .config import ConfigError, load_settings
+    from .engine.cluster import Node
+    from .log import configure_logging
+    from .store import Store, StoreError
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        console.print(f"[red]configuration error[/red]: {exc}")
+        raise typer.Exit(2) from None
+    configure_logging()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per MTOP call drowns the node's own events
+
+    async def run() -> None:
+        # Signals live here, in the runner: the node only offers start() and stop().
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        store = await Store.open(settings)
+        node = Node(store=store, settings=settings)
+        try:
+            await node.start()
+            console.print(f"worker {node.node_id} running; SIGTERM hands its accounts over", highlight=False)
+            await stop.wait()
+        finally:
+            await node.stop()
+            await store.close()
+
+    try:
+        asyncio.run(run())
+    except StoreError as exc:
+        console.print(f"[red]database error[/red]: {exc}")
+        raise typer.Exit(1) from None
+
+
+users_app = typer.Typer(help="Users of the web admin and API.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("create")
+def users_create(
+    username: Annotated[str, typer.Argument(help="Login name (no spaces, '/', '?', '#' or '%').")],
+    password: Annotated[
+        str | None, typer.Option(help="The password (at least 8 characters); asked for when omitted.")
+    ] = None,
+    role: Annotated[str, typer.Option(help="admin or user.")] = "user",
+) -> None:
+    """Create a user who can log in to the web admin and the API."""
+    import asyncio
+
+    from .api.auth import hash_password
+    from .config import ConfigError, load_settings
+    from .store import Store, StoreError
+
+    if role not in ("admin", "user"):
+        console.print("[red]--role must be admin or user[/red]")
+        raise typer.Exit(2)
+    if password is None:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 8:
+        console.print("[red]a password has at least 8 characters[/red]")
+        raise typer.Exit(2)
+
+    async def create() -> None:
+        store = await Store.open(load_settings())
+        try:
+            await store.create_user(username, await hash_password(password), role=role, actor="cli")
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(create())
+    except ConfigError as exc:
+        console.print(f"[red]configuration error[/red]: {exc}")
+        raise typer.Exit(2) from None
+    except StoreError as exc:
+        console.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(1) from None
+    typer.echo(f"created {role} {username}")
 
 
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)

@@ -57,6 +57,37 @@ class SessionSettings(BaseModel):
     max_concurrent_messages: PositiveInt = 100
 
 
+class ApiSettings(BaseModel):
+    """The admin API: sign-in tokens, login throttling, server-sent events (seconds unless named otherwise)."""
+
+    token_ttl: PositiveFloat = 12 * 3600.0  # bearer token and session cookie lifetime
+    login_max_failures: PositiveInt = 5  # failed logins in a row before the user is locked
+    lockout_seconds: PositiveFloat = 900.0
+    login_attempts_per_minute: PositiveInt = 20  # failed logins per client address per minute before refusing
+    cookie_secure: bool = False  # set the session cookie `Secure` (behind HTTPS)
+    sse_heartbeat: PositiveFloat = 15.0  # comment line on an idle event stream, so proxies keep it open
+
+
+class ClusterSettings(BaseModel):
+    """Scale-out (`xianyu-autoreply worker`, DESIGN §4): bucket leases on PostgreSQL; see docs/scale-out.md.
+
+    Every node of one database must use the same `buckets`. A node stops its sessions `lease_margin` seconds
+    before its lease could expire, so the margin must cover a session's close and an event-loop stall.
+    """
+
+    node_id: str = ""  # empty: "<hostname>-<pid>"
+    buckets: int = Field(default=1024, ge=1, le=65536)
+    lease_ttl: PositiveFloat = 15.0  # renewed every (lease_ttl - lease_margin) / 3
+    lease_margin: PositiveFloat = 3.0
+    command_poll: PositiveFloat = 5.0  # commands are also polled, in case a NOTIFY was missed
+
+    @model_validator(mode="after")
+    def _margin(self) -> ClusterSettings:
+        if self.lease_margin >= self.lease_ttl * 2 / 3:
+            raise ValueError("lease_margin must be shorter than two thirds of lease_ttl")
+        return self
+
+
 class Settings(BaseSettings):
     """Every setting of the service; see DESIGN.md §2 for the contract."""
 
@@ -78,6 +109,8 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = None
     platform: PlatformSettings = PlatformSettings()
     session: SessionSettings = SessionSettings()
+    cluster: ClusterSettings = ClusterSettings()
+    api: ApiSettings = ApiSettings()
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:
