@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .base import StoreBase, check_limit
+from .cluster import Fence, check_fence
 from .errors import AccountNotFound, InvalidValue, NotFound
 from .models import DeliveryRow, OrderEventRow, OrderRow, utcnow
 from .records import UNSET, Delivery, DeliveryState, Order, OrderChange, OrderEvent, Unset, coerce
@@ -123,9 +124,12 @@ class OrderStore(StoreBase):
     # -- deliveries ---------------------------------------------------------------------------------------------
 
     async def claim_delivery(
-        self, account_id: str, order_id: str, unit: int = 1, *, rule_id: int | None = None
+        self, account_id: str, order_id: str, unit: int = 1, *, rule_id: int | None = None, fence: Fence | None = None
     ) -> bool:
-        """Claim one unit of an order for delivery; True exactly once per (account, order, unit)."""
+        """Claim one unit of an order for delivery; True exactly once per (account, order, unit).
+
+        With a `fence` (scale-out) the claim is refused with `FencedOut` once the bucket's lease moved on.
+        """
         if unit < 1:
             raise InvalidValue("units are numbered from 1")
         now = utcnow()
@@ -145,6 +149,7 @@ class OrderStore(StoreBase):
             .returning(DeliveryRow.__table__.c.id)
         )
         async with self.db.transaction() as s:
+            await check_fence(s, fence)
             try:
                 return (await s.execute(statement)).scalar() is not None
             except IntegrityError as exc:  # the account (or the rule) does not exist
@@ -183,6 +188,45 @@ class OrderStore(StoreBase):
             result = await s.execute(update(DeliveryRow).where(*key).values(**values))
             if not result.rowcount:  # type: ignore[attr-defined]
                 raise NotFound(f"no delivery claimed for unit {unit} of order {order_id!r} of account {account_id!r}")
+            row = (await s.scalars(select(DeliveryRow).where(*key).execution_options(populate_existing=True))).one()
+            return _delivery(row)
+
+    async def transition_delivery(
+        self,
+        account_id: str,
+        order_id: str,
+        unit: int = 1,
+        *,
+        from_state: DeliveryState | str,
+        from_attempts: int,
+        state: DeliveryState | str,
+        error: str | None = None,
+        next_attempt_at: datetime | None = None,
+        count_attempt: bool = False,
+    ) -> Delivery | None:
+        """Move a delivery on only if it is still in (`from_state`, `from_attempts`); None when someone else did.
+
+        A compare-and-set: of two workers that both saw a unit due (a restart sweep beside a live task, two
+        engines), exactly one wins the next attempt, so a unit is never sent by both.
+        """
+        expected = coerce(DeliveryState, from_state, "from_state").value
+        values: dict[str, Any] = {
+            "state": coerce(DeliveryState, state, "state").value,
+            "error": error,
+            "next_attempt_at": next_attempt_at,
+            "updated_at": utcnow(),
+        }
+        if count_attempt:
+            values["attempts"] = DeliveryRow.attempts + 1
+        key = (DeliveryRow.account_id == account_id, DeliveryRow.order_id == order_id, DeliveryRow.unit == unit)
+        async with self.db.transaction() as s:
+            result = await s.execute(
+                update(DeliveryRow)
+                .where(*key, DeliveryRow.state == expected, DeliveryRow.attempts == from_attempts)
+                .values(**values)
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                return None
             row = (await s.scalars(select(DeliveryRow).where(*key).execution_options(populate_existing=True))).one()
             return _delivery(row)
 
