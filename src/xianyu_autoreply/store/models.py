@@ -6,7 +6,7 @@ account is deleted with it (ON DELETE CASCADE); the audit log keeps the account 
 outlives the account. A schema change is a new Alembic revision in `migrations/versions/`; the test
 `test_migrations_match_models` fails when the two drift apart.
 
-Room is left for scale-out (issue 10): node, bucket-lease and command tables are added by a later revision.
+Scale-out (issue 10): the node, bucket-lease and command tables at the end come with revision 0002.
 """
 
 from __future__ import annotations
@@ -340,3 +340,46 @@ class AuditRow(Base):
     account_id: Mapped[str | None] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+# --- scale-out (revision 0002): PostgreSQL is the coordination engine, see store/cluster.py ---------------------
+
+
+class NodeRow(Base):
+    """A worker node; `heartbeat_at` moves with every lease renewal, so a silent node drops out of the fair share."""
+
+    __tablename__ = "nodes"
+
+    node_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    version: Mapped[str] = mapped_column(String(32), default="")
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BucketLeaseRow(Base):
+    """Who runs the accounts of one bucket until when; `epoch` moves with every new owner (the fencing token)."""
+
+    __tablename__ = "bucket_leases"
+
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    owner: Mapped[str | None] = mapped_column(String(128))
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+    expires_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CommandRow(Base):
+    """An operation for the worker that owns the account's bucket (sent by API nodes); the payload is sealed."""
+
+    __tablename__ = "commands"
+    __table_args__ = (Index("ix_commands_pending", "bucket", "done_at", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(64))
+    bucket: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    done_at: Mapped[datetime | None]
+    handled_by: Mapped[str | None] = mapped_column(String(128))
+    error: Mapped[str | None] = mapped_column(Text)
