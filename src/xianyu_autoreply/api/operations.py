@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import structlog
 from fastapi import Request
 
+from ..engine.cluster import owner_of_account, send_command, wait_command
 from ..engine.scheduler import AccountScheduler
 from ..platform.session import Sent
 from ..protocol import parse_cookie
@@ -33,6 +35,10 @@ from ..store import (
 )
 from .errors import ApiError, not_found
 from .schemas import AccountState
+
+T = TypeVar("T")
+COMMAND_WAIT = 10.0  # seconds an API node waits for the owning worker to apply a change
+log = structlog.get_logger("xianyu_autoreply.api")
 
 UNKNOWN_STATE = AccountState(
     lifecycle="unknown",
@@ -115,9 +121,11 @@ class AccountOperations:
             return await self.engine.add(
                 account_id, cookie, owner=owner, enabled=enabled, remark=remark, proxy=proxy, actor=actor
             )
-        return await self.store.create_account(
+        account = await self.store.create_account(
             account_id, cookie, owner=owner, enabled=enabled, remark=remark, proxy=proxy, actor=actor
         )
+        await self._tell_worker(account_id)
+        return account
 
     async def remove(self, account_id: str, *, actor: str) -> None:
         engine = await self._loaded(account_id)
@@ -125,6 +133,7 @@ class AccountOperations:
             await engine.remove(account_id, actor=actor)
         else:
             await self.store.delete_account(account_id, actor=actor)
+            await self._tell_worker(account_id)
 
     async def update_cookie(self, account_id: str, cookie: str, *, actor: str) -> Account:
         engine = await self._loaded(account_id)
@@ -132,13 +141,13 @@ class AccountOperations:
             account = await engine.update_cookie(account_id, cookie, actor=actor)
             return account if account is not None else await self.store.get_account(account_id)
         parse_cookie(cookie)
-        return await self.store.update_cookie(account_id, cookie, actor=actor)
+        return await self._told(account_id, await self.store.update_cookie(account_id, cookie, actor=actor))
 
     async def set_enabled(self, account_id: str, enabled: bool, *, actor: str) -> Account:
         engine = await self._loaded(account_id)
         if engine is not None:
             return await engine.set_enabled(account_id, enabled, actor=actor)
-        return await self.store.set_enabled(account_id, enabled, actor=actor)
+        return await self._told(account_id, await self.store.set_enabled(account_id, enabled, actor=actor))
 
     async def update(
         self, account_id: str, *, actor: str, proxy: Any = None, change_proxy: bool = False, **fields: Any
@@ -156,13 +165,15 @@ class AccountOperations:
                 account = await engine.update_proxy(account_id, proxy, actor=actor)
             else:
                 account = await self.store.update_account(account_id, proxy=proxy, actor=actor)
+        if engine is None:
+            await self._tell_worker(account_id)
         return account if account is not None else await self.store.get_account(account_id)
 
     async def set_rules(self, account_id: str, rules: Sequence[Rule], *, actor: str) -> list[Rule]:
         engine = await self._loaded(account_id)
         if engine is not None:
             return await engine.set_rules(account_id, rules, actor=actor)
-        return await self.store.replace_rules(account_id, rules, actor=actor)
+        return await self._told(account_id, await self.store.replace_rules(account_id, rules, actor=actor))
 
     async def set_settings(
         self, account_id: str, settings: AccountSettings, *, ai: AiSettingsUpdate | None, actor: str
@@ -170,7 +181,7 @@ class AccountOperations:
         engine = await self._loaded(account_id)
         if engine is not None:
             return await engine.set_settings(account_id, settings, ai=ai, actor=actor)
-        return await self.store.put_settings(account_id, settings, ai=ai, actor=actor)
+        return await self._told(account_id, await self.store.put_settings(account_id, settings, ai=ai, actor=actor))
 
     async def set_delivery_rules(
         self, account_id: str, rules: Sequence[DeliveryRuleSpec], *, actor: str
@@ -179,6 +190,22 @@ class AccountOperations:
         if engine is not None:
             return await engine.set_delivery_rules(account_id, rules, actor=actor)
         return await self.store.replace_delivery_rules(account_id, rules, actor=actor)
+
+    async def _tell_worker(self, account_id: str) -> None:
+        """Without an engine here (scale-out API node), the write is committed; the worker owning the account's
+        bucket re-reads it through a `reload` command, awaited briefly so the answer means "applied". Nobody
+        owning it, or a slow owner: the command waits in the table and the next owner loads the account anyway."""
+        if await owner_of_account(self.store, account_id) is None:
+            return
+        command_id = await send_command(self.store, account_id, "reload", {})
+        try:
+            await wait_command(self.store, command_id, timeout=COMMAND_WAIT)
+        except TimeoutError:
+            log.warning("worker has not applied the change yet", account_id=account_id, command_id=command_id)
+
+    async def _told(self, account_id: str, result: T) -> T:
+        await self._tell_worker(account_id)
+        return result
 
     # --- the live session -------------------------------------------------------------------------------------
 

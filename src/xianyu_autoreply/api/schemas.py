@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..store import Account, AiSettings, DeliveryRule, Message, NotificationSettings, Order, User
 from ..store import Rule as StoredRule
@@ -21,6 +21,21 @@ class Strict(BaseModel):
     """A request body: unknown fields are an error (a typo must not be silently ignored)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable_text(cls, value: Any) -> Any:
+        """Refuse text no database keeps faithfully: NUL (PostgreSQL rejects it: a 500 later) and lone
+        surrogates (not encodable as UTF-8: SQLite fails on them). A 422 naming the field, before any change."""
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                if "\x00" in text:
+                    raise ValueError("must not contain NUL characters")
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError("must be valid Unicode (no lone surrogates)") from None
+        return value
 
 
 # --- auth -----------------------------------------------------------------------------------------------------
@@ -45,6 +60,7 @@ class AccountState(BaseModel):
     reconnects: int
     messages_in: int
     replies_out: int
+    node: str | None = None  # scale-out: the worker that runs the account (None on a single node)
 
 
 class AccountOut(BaseModel):

@@ -59,6 +59,7 @@ from ..store import (
     ReservedLine,
     Store,
 )
+from ..store.cluster import Fence, FencedOut
 from .events import EventBus
 
 __all__ = ["DeliveryOptions", "OrderDesk", "choose_rule", "needs_title", "next_status", "webhook_answer"]
@@ -173,6 +174,7 @@ class _WebhookServerError(Exception):
 Accounts = Callable[[], Iterable[str]]
 SessionFor = Callable[[str], AccountSession | None]
 ProxyFor = Callable[[str], str | None]
+FenceFor = Callable[[str], Fence | None]
 
 
 class OrderDesk:
@@ -186,6 +188,7 @@ class OrderDesk:
         bus: EventBus,
         session_for: SessionFor,
         proxy_for: ProxyFor = lambda account_id: None,
+        fence_for: FenceFor = lambda account_id: None,
         options: DeliveryOptions | None = None,
         http: httpx.AsyncClient | None = None,
     ) -> None:
@@ -195,6 +198,7 @@ class OrderDesk:
         self.options = options or DeliveryOptions()
         self._session_for = session_for
         self._proxy_for = proxy_for
+        self._fence_for = fence_for  # scale-out: a node whose lease moved on must not claim a delivery
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(trust_env=False, follow_redirects=False)
         self._active: set[tuple[str, str]] = set()
@@ -362,7 +366,13 @@ class OrderDesk:
                     if rule is None:
                         log.info("no delivery rule for the order", account_id=account_id, order_id=order_id)
                         return
-                await self.store.claim_delivery(account_id, order_id, unit, rule_id=rule.id)
+                try:
+                    await self.store.claim_delivery(
+                        account_id, order_id, unit, rule_id=rule.id, fence=self._fence_for(account_id)
+                    )
+                except FencedOut:
+                    log.warning("delivery left to the account's new owner", account_id=account_id, order_id=order_id)
+                    return
             if unit > 1:
                 await asyncio.sleep(self.options.unit_gap)
             await self._drive_unit(order, unit)

@@ -117,3 +117,29 @@ async def test_a_second_node_gets_half_the_buckets_and_takes_all_back_when_the_f
         await first.stop()
         if second is not None:
             await second.stop()
+
+
+async def test_writes_from_an_api_node_without_engine_reach_the_worker_that_owns_the_account(
+    sim: Simulator, store: Store, pg_url: str, tmp_path: Path
+) -> None:
+    """`serve --no-engine`: the API commits to the database, then the owning worker re-reads the account."""
+    from xianyu_autoreply.api.operations import AccountOperations
+    from xianyu_autoreply.store import Rule
+
+    settings = _settings(sim, tmp_path, pg_url)
+    node = await _node(store, settings, "w1")
+    ops = AccountOperations(store, engine=None)
+    try:
+        await eventually(lambda: len(node.held) == BUCKETS)
+        seller = sim.create_seller()
+        await ops.add("shop", seller["cookie"], owner=None, enabled=True, remark="", proxy=None, actor="api")
+        await eventually(lambda: _live(sim, seller["unb"]) == 1)
+        await ops.set_rules("shop", [Rule("价格", "九十九元")], actor="api")
+        pushed = sim.push_message(seller["unb"], "价格多少")
+        await eventually(lambda: sim.sent(seller=seller["unb"], chat_id=pushed["chat_id"]))
+        assert sim.sent(seller=seller["unb"], chat_id=pushed["chat_id"])[0]["text"] == "九十九元"
+        await ops.set_enabled("shop", False, actor="api")
+        await eventually(lambda: _live(sim, seller["unb"]) == 0)
+        assert await owner_of_account(store, "shop") == "w1"
+    finally:
+        await node.stop()

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
+from ...engine.cluster import owner_of_account
 from ...store import (
     UNSET,
     AccountSettings,
@@ -164,7 +165,10 @@ async def put_status(account_id: AccountId, body: StatusIn, user: Caller, ops: O
 @router.get("/{account_id}/state", response_model=AccountState, summary="Live engine state of the account")
 async def get_state(account_id: AccountId, user: Caller, ops: Ops) -> AccountState:
     await ops.visible(user, account_id)
-    return ops.state(account_id)
+    state = ops.state(account_id)
+    if ops.engine is None:  # an API node: say which worker runs it
+        state = state.model_copy(update={"node": await owner_of_account(ops.store, account_id)})
+    return state
 
 
 @router.get("/{account_id}/rules", response_model=list[RuleIO])
