@@ -245,6 +245,21 @@ class SimulatorProcess:
         result: dict[str, Any] = await self.call("GET", "stats")
         return result
 
+    async def settle(self, *, quiet: float = 1.5, timeout: float = 180.0) -> float:
+        """Wait until no seller has sent anything for `quiet` seconds (an earlier load's backlog answered).
+
+        Returns the seconds waited. Without it, a step that follows a load the engine could not keep up with
+        measures the previous backlog, not its own load (the peak steps used to print 0 replies/s).
+        """
+        started = last_change = time.monotonic()
+        sent = (await self.stats())["sent"]
+        while time.monotonic() - last_change < quiet and time.monotonic() - started < timeout:
+            await asyncio.sleep(0.25)
+            now_sent = (await self.stats())["sent"]
+            if now_sent != sent:
+                sent, last_change = now_sent, time.monotonic()
+        return time.monotonic() - started
+
     async def run_load(self, rate: float, seconds: float, sellers: Sequence[str] | None = None) -> dict[str, Any]:
         """Run a load to its end (plus a short drain) and return its final status."""
         await self.start_load(rate, seconds, sellers)

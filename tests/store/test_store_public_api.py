@@ -34,13 +34,15 @@ def test_store_methods_are_pinned() -> None:
         "count_users", "create_account", "create_user", "delete_account", "delete_user", "ensure_first_admin",
         "get_account", "get_account_cookie", "get_account_secrets", "get_ai_api_key", "get_ai_settings",
         "get_chat_state", "get_deliveries", "get_delivery_rule", "get_notification_settings",
-        "get_notification_urls", "get_order", "get_rules", "get_settings", "get_user", "get_user_credentials",
+        "get_notification_urls", "get_order", "get_reply_configs", "get_rules", "get_settings", "get_user",
+        "get_user_credentials",
         "list_account_secrets", "list_accounts", "list_audit", "list_chats", "list_delivery_rules",
         "list_due_deliveries", "list_messages", "list_orders", "list_users", "mark_default_reply_sent",
         "mark_inbound", "open", "pause_chat", "prune_messages", "put_ai_settings", "put_chat_state",
         "put_notification_settings", "put_settings", "record_login_failure", "record_login_success",
         "record_order", "record_outbound", "reencrypt_secrets", "release_line", "replace_delivery_rules",
-        "replace_rules", "reserve_line", "return_line", "set_enabled", "stock_counts", "update_account",
+        "replace_rules", "reserve_line", "return_line", "set_enabled", "stock_counts", "transition_delivery",
+        "update_account",
         "update_cookie", "update_delivery", "update_user",
     ]  # fmt: skip
 

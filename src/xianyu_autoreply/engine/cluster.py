@@ -12,7 +12,9 @@ Per node, four small loops around one `AccountScheduler`:
 - listen: one asyncpg connection LISTENs for lease and command notifications.
 Every write a session makes on the account's behalf carries the bucket's `Fence`, so even a node paused past its
 deadline (SIGSTOP, a long GC, a partition) cannot answer, deliver or save a cookie after losing the lease.
-On SIGTERM the node stops its sessions, then releases its buckets and NOTIFYs peers, who claim them at once.
+On SIGTERM (and when handing buckets to a newcomer) the sessions first answer the messages they are handling, by
+the trust deadline at the latest, with their fences still valid; then they close, the node releases the buckets and
+NOTIFYs peers, who claim them at once.
 On SQLite the same code runs as one node owning every bucket (no NOTIFY: the loops poll).
 """
 
@@ -121,6 +123,9 @@ class Node:
         self._deadline: dict[int, float] = {}  # bucket -> monotonic time by which its sessions must be stopped
         self._ready: set[int] = set()  # held buckets whose accounts are loaded: their commands may run
         self._last_epoch: dict[int, int] = {}
+        # Buckets given up (handover, SIGTERM) whose sessions are still answering the messages in flight: no
+        # session may start for them, but those writes keep a valid fence until the drain ends or the deadline.
+        self._leaving: dict[int, tuple[int, float]] = {}  # bucket -> (epoch, deadline)
         self.gained_at: dict[int, float] = {}  # bucket -> monotonic time it was last claimed (tests, benches)
         self._main: asyncio.AbstractEventLoop | None = None
         self._command_wake = asyncio.Event()
@@ -147,7 +152,9 @@ class Node:
         """The lease proof of the account's writes; for a bucket not held, an epoch the database refuses."""
         bucket = self.bucket(account_id)
         with self._state:
-            epoch = self._held.get(bucket, -1 - self._last_epoch.get(bucket, 0))
+            epoch = self._held.get(bucket)
+            if epoch is None:
+                epoch = self._leaving[bucket][0] if bucket in self._leaving else -1 - self._last_epoch.get(bucket, 0)
         return Fence(node_id=self.node_id, bucket=bucket, epoch=epoch)
 
     @property
@@ -186,10 +193,19 @@ class Node:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         with self._state:
-            self._held.clear()  # from here `_launch` refuses every account and every fence is stale
+            # From here `_launch` refuses every account; fences stay valid while the sessions drain.
+            for bucket, epoch in self._held.items():
+                self._leaving[bucket] = (epoch, self._deadline.get(bucket, began))
+            until = min((deadline for _, deadline in self._leaving.values()), default=began)
+            self._held.clear()
             self._deadline.clear()
             self._ready.clear()
         keeper_s = time.monotonic() - began
+        # Nothing renews now: the messages in flight are answered before the earliest trust deadline, and the
+        # sockets closed within the margin after it, so before any lease could pass to another node.
+        await self.scheduler.detach(self.scheduler.account_ids(), timeout=self._stop_timeout, drain=self._drain(until))
+        with self._state:
+            self._leaving.clear()  # every fence is stale
         await self.scheduler.stop()
         sessions_s = time.monotonic() - began - keeper_s
         if release:
@@ -276,7 +292,7 @@ class Node:
             self._gain(result.claimed, deadline=sent + opts.lease_ttl - opts.lease_margin)
         if result.shed:
             log.info("handing buckets over", node_id=self.node_id, count=len(result.shed))
-            stopped = self._drop(result.shed)
+            stopped = self._drop(result.shed, drain=True)
             # Released only once their sessions stopped; meanwhile the leases are simply not renewed.
             self._spawn(self._release_when(stopped, keeper, result.shed))
         self._rounds += 1
@@ -311,19 +327,38 @@ class Node:
                 self.gained_at[bucket] = now
         self._on_main(self._attach(list(claimed)))
 
-    def _drop(self, buckets: Collection[int]) -> concurrent.futures.Future[None]:
-        """Forget buckets at once (fences go stale, nothing restarts) and stop their sessions on the main loop."""
+    def _drop(self, buckets: Collection[int], *, drain: bool = False) -> concurrent.futures.Future[None]:
+        """Forget buckets at once (nothing restarts) and stop their sessions on the main loop.
+
+        Fences go stale at once, or with `drain` (a handover: the lease is still ours) only once the sessions
+        answered the messages in flight, by the bucket's trust deadline at the latest.
+        """
+        until: float | None = None
         with self._state:
             gone = {b for b in buckets if b in self._held}
             for bucket in gone:
-                self._last_epoch[bucket] = self._held.pop(bucket)
-                self._deadline.pop(bucket, None)
+                epoch, deadline = self._held.pop(bucket), self._deadline.pop(bucket, 0.0)
                 self._ready.discard(bucket)
+                if drain:
+                    self._leaving[bucket] = (epoch, deadline)
+                    until = deadline if until is None else min(until, deadline)
+                else:
+                    self._last_epoch[bucket] = epoch
         if not gone:
             done: concurrent.futures.Future[None] = concurrent.futures.Future()
             done.set_result(None)
             return done
-        return self._on_main(self._detach(gone))
+        return self._on_main(self._detach(gone, drain=self._drain(until) if until is not None else 0.0))
+
+    def _drain(self, until: float) -> float:
+        """Seconds the sessions may spend answering messages in flight: up to the deadline, at most the engine's."""
+        return max(0.0, min(self.scheduler.options.drain_timeout, until - time.monotonic()))
+
+    def _forget_leaving(self, buckets: Collection[int]) -> None:
+        with self._state:
+            for bucket in buckets:
+                if bucket in self._leaving:
+                    self._last_epoch[bucket] = self._leaving.pop(bucket)[0]
 
     async def _watchdog(self) -> None:
         """Stop a bucket's sessions at its trust deadline, whatever the database says (or cannot say)."""
@@ -331,7 +366,11 @@ class Node:
             now = time.monotonic()
             with self._state:
                 overdue = [b for b, deadline in self._deadline.items() if deadline <= now]
-                earliest = min(self._deadline.values(), default=now + self.options.renew_every)
+                leaving = [b for b, (_, deadline) in self._leaving.items() if deadline <= now]
+                deadlines = [*self._deadline.values(), *(deadline for _, deadline in self._leaving.values())]
+                earliest = min(deadlines, default=now + self.options.renew_every)
+            if leaving:  # still draining at the deadline: their last writes are refused from now on
+                self._forget_leaving(leaving)
             if overdue:
                 log.warning("lease not renewed in time: sessions stop", node_id=self.node_id, count=len(overdue))
                 self._drop(overdue)
@@ -352,9 +391,12 @@ class Node:
         self._command_wake.set()
         log.info("buckets claimed", node_id=self.node_id, count=len(buckets), accounts=started, held=held)
 
-    async def _detach(self, buckets: set[int]) -> None:
+    async def _detach(self, buckets: set[int], *, drain: float = 0.0) -> None:
         ids = [a for a in self.scheduler.account_ids() if self.bucket(a) in buckets]
-        await self.scheduler.detach(ids, timeout=self._stop_timeout)
+        try:
+            await self.scheduler.detach(ids, timeout=self._stop_timeout, drain=drain)
+        finally:
+            self._forget_leaving(buckets)
 
     @property
     def _stop_timeout(self) -> float:

@@ -20,7 +20,7 @@ import enum
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
@@ -68,7 +68,11 @@ from ..store import (
     Store,
 )
 from ..store import Rule as StoredRule
+from ..store.accounts import ReplyConfig
+from ..store.cluster import Fence, FencedOut
 from .events import EventBus
+from .notify import Notifier, NotifyOptions
+from .orders import DeliveryOptions, OrderDesk
 from .replier import AccountReplier, Decided
 
 log = structlog.get_logger("xianyu_autoreply.engine")
@@ -109,12 +113,15 @@ class EngineOptions:
 
     connect_rate: float = 200.0  # session starts per second, all accounts together
     stop_timeout: float = 10.0  # wait this long for a session to close, then abandon it
+    drain_timeout: float = 5.0  # before that, messages still being handled get this long to be answered
     crash_window: float = 300.0
     max_crashes: int = 5  # crashes within the window before an account is parked in `error`
     crash_backoff_base: float = 1.0
     crash_backoff_cap: float = 60.0
     ai_timeout: float = 20.0  # one AI answer, retries included; past it the default reply goes out
     policy: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    delivery: DeliveryOptions = field(default_factory=DeliveryOptions)  # orders: retries, sweep, webhook
+    notify: NotifyOptions = field(default_factory=NotifyOptions)  # owner notifications
 
 
 class _Runtime:
@@ -171,21 +178,41 @@ class AccountScheduler:
         bus: EventBus | None = None,
         limits: ProcessLimits | None = None,
         options: EngineOptions | None = None,
+        owns: Callable[[str], bool] | None = None,
+        fence: Callable[[str], Fence | None] | None = None,
     ) -> None:
+        """`owns` and `fence` are the scale-out hooks (engine/cluster.py): which accounts this node may run, and
+        the lease proof its sessions' writes carry. Without them the scheduler runs every account, unfenced."""
         self.store = store
         self.settings = settings
         self.bus = bus or EventBus()
         self.options = options or EngineOptions()
+        self._owns = owns
+        self._fence = fence
         self._owns_mtop = mtop is None
         self.mtop = mtop or MtopClient(mtop_url=settings.platform.mtop_url, passport_url=settings.platform.passport_url)
         self._limits = limits
         self._runtimes: dict[str, _Runtime] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # Reply configs read in bulk at start/attach, each used once by its account's first replier; any change
+        # to the account through this scheduler (or a reload) drops its entry, so a newer setting is never lost.
+        self._preloaded: dict[str, ReplyConfig] = {}
         self._next_start = 0.0
         self._pace_lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self.running = False
+        # Orders and owner notifications (engine/orders.py, engine/notify.py): wired here and in `_new_session`.
+        self.orders = OrderDesk(
+            store=store,
+            mtop=self.mtop,
+            bus=self.bus,
+            session_for=self.session,
+            proxy_for=lambda account_id: rt.proxy if (rt := self._runtimes.get(account_id)) else None,
+            fence_for=self.fence_for,
+            options=self.options.delivery,
+        )
+        self.notifier = Notifier(store=store, options=self.options.notify)
 
     # --- lifecycle of the engine ----------------------------------------------------------------------------
 
@@ -197,7 +224,10 @@ class AccountScheduler:
         if self._limits is None:
             self._limits = ProcessLimits()
         self.running = True
-        secrets = await self.store.list_account_secrets(enabled=None)
+        self.notifier.watch(self.bus)
+        self.orders.start(self._connected_accounts)
+        secrets = [x for x in await self.store.list_account_secrets(enabled=None) if self._owned(x.id)]
+        self._preloaded.update(await self.store.get_reply_configs([x.id for x in secrets if x.enabled]))
         total = len(secrets)
         for done, secret in enumerate(secrets, 1):
             rt = _Runtime(
@@ -215,9 +245,14 @@ class AccountScheduler:
         self.running = False
         runtimes = list(self._runtimes.values())
         await asyncio.gather(*(self._halt(rt) for rt in runtimes), return_exceptions=True)
+        self._preloaded.clear()
         for rt in runtimes:
             if rt.replier is not None:
                 await rt.replier.aclose()
+        with contextlib.suppress(Exception):
+            await self.store.log_writer.flush()  # the decisions and replies still queued for the log
+        await self.orders.aclose()
+        await self.notifier.aclose()
         if self._owns_mtop:
             await self.mtop.aclose()
         log.info("engine stopped")
@@ -240,6 +275,10 @@ class AccountScheduler:
         rt = self._runtimes.get(account_id)
         return rt.session if rt is not None else None
 
+    def _connected_accounts(self) -> list[str]:
+        """Accounts whose session is connected now: the ones whose deliveries this engine works on."""
+        return [a for a, rt in self._runtimes.items() if rt.session is not None and rt.session.connected]
+
     # --- operations (each: account lock, database first, then memory and tasks) -----------------------------
 
     async def add(
@@ -259,6 +298,8 @@ class AccountScheduler:
             account = await self.store.create_account(
                 account_id, cookie, owner=owner, enabled=enabled, remark=remark, proxy=proxy, actor=actor
             )
+            if not self._owned(account_id):
+                return account  # scale-out: the node that owns its bucket runs it
             rt = _Runtime(account_id, cookie=cookie.strip(), proxy=proxy, enabled=enabled, version=account.version)
             self._runtimes[account_id] = rt
             self.bus.publish("account.added", account_id)
@@ -270,6 +311,7 @@ class AccountScheduler:
         """Stop the account and delete it with its rules, settings, log and orders."""
         async with self._lock(account_id):
             await self.store.delete_account(account_id, actor=actor)
+            self._preloaded.pop(account_id, None)
             rt = self._runtimes.pop(account_id, None)
             if rt is not None:
                 await self._halt(rt)
@@ -334,6 +376,7 @@ class AccountScheduler:
             rt = self._runtime(account_id)
             account = await self.store.update_account(account_id, actor=actor, **fields)
             rt.version = account.version
+            self._preloaded.pop(account_id, None)
             if rt.replier is not None:
                 rt.replier.update(settings=await self._reply_settings(account_id))
             return account
@@ -357,6 +400,7 @@ class AccountScheduler:
         async with self._lock(account_id):
             rt = self._runtime(account_id)
             saved = await self.store.replace_rules(account_id, rules, actor=actor)
+            self._preloaded.pop(account_id, None)
             if rt.replier is not None:
                 rt.replier.update(rules=_rule_index(saved))
             return saved
@@ -375,6 +419,7 @@ class AccountScheduler:
         async with self._lock(account_id):
             rt = self._runtime(account_id)
             saved = await self.store.put_settings(account_id, settings, ai=ai, actor=actor)
+            self._preloaded.pop(account_id, None)
             if rt.replier is not None:
                 rt.replier.update(settings=await self._reply_settings(account_id))
             return saved
@@ -382,8 +427,12 @@ class AccountScheduler:
     async def reload(self, account_id: str | None = None) -> None:
         """Re-read accounts from the database and make memory and tasks match it."""
         ids = [account_id] if account_id is not None else None
+        if account_id is None:
+            self._preloaded.clear()
+        else:
+            self._preloaded.pop(account_id, None)
         secrets = await self.store.list_account_secrets(enabled=None)
-        by_id = {s.id: s for s in secrets if ids is None or s.id in ids}
+        by_id = {s.id: s for s in secrets if (ids is None or s.id in ids) and self._owned(s.id)}
         for gone in [i for i in self._runtimes if (ids is None or i in ids) and i not in by_id]:
             async with self._lock(gone):
                 rt = self._runtimes.pop(gone)
@@ -448,22 +497,95 @@ class AccountScheduler:
             raise RuntimeError("call_threadsafe would deadlock on the engine's own loop: await the method instead")
         return asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), self._loop).result()
 
+    # --- scale-out hooks (engine/cluster.py): a node runs only the accounts of the buckets it leases --------
+
+    def fence_for(self, account_id: str) -> Fence | None:
+        """The lease proof for a write on behalf of this account's session (None: single node, unfenced)."""
+        return self._fence(account_id) if self._fence is not None else None
+
+    def _owned(self, account_id: str) -> bool:
+        return self._owns is None or self._owns(account_id)
+
+    async def _claim_inbound(self, account_id: str, message_id: str, **fields: Any) -> bool:
+        """`claim_inbound` with the lease's fence: a refused claim is a message this node must not answer."""
+        try:
+            return await self.store.claim_inbound(account_id, message_id, fence=self.fence_for(account_id), **fields)
+        except FencedOut as exc:
+            log.warning("message left to the new owner", account_id=account_id, bucket=exc.fence.bucket)
+            return False
+
+    async def attach(self, account_ids: Collection[str]) -> int:
+        """Load and start accounts whose bucket this node just took; returns how many were new here."""
+        wanted = [a for a in account_ids if a not in self._runtimes]
+        if not wanted:
+            return 0
+        added = 0
+        secrets = await self.store.list_account_secrets(enabled=None, account_ids=wanted)
+        configs = await self.store.get_reply_configs([x.id for x in secrets if x.enabled])
+        for secret in secrets:
+            async with self._lock(secret.id):
+                if secret.id in self._runtimes or not self._owned(secret.id):
+                    continue
+                rt = _Runtime(
+                    secret.id, cookie=secret.cookie, proxy=secret.proxy, enabled=secret.enabled, version=secret.version
+                )
+                self._runtimes[secret.id] = rt
+                if secret.id in configs:
+                    self._preloaded[secret.id] = configs[secret.id]
+                added += 1
+                if rt.enabled and self.running:
+                    self._launch(rt)
+        return added
+
+    async def detach(
+        self, account_ids: Collection[str], *, timeout: float | None = None, drain: float = 0.0
+    ) -> None:
+        """Stop and forget accounts whose bucket this node lost or hands over (the database keeps them).
+
+        Runs all at once, within `drain` (messages in flight are answered) + `timeout` (sessions close): the node
+        must be done before its lease could pass to another.
+        An operation holding an account's lock does not delay it; `_launch` refuses unowned accounts meanwhile.
+        """
+
+        async def one(account_id: str) -> None:
+            self._preloaded.pop(account_id, None)
+            rt = self._runtimes.pop(account_id, None)
+            if rt is None:
+                return
+            await self._halt(rt, timeout=timeout, drain=drain)
+            if rt.replier is not None:
+                await rt.replier.aclose()
+
+        await asyncio.gather(*(one(a) for a in account_ids), return_exceptions=True)
+        with contextlib.suppress(Exception):
+            # Before the lease passes on: the log entries those sessions queued (fenced or not) get written.
+            await self.store.log_writer.flush()
+
     # --- supervision ----------------------------------------------------------------------------------------
 
     def _launch(self, rt: _Runtime) -> None:
+        if not self._owned(rt.account_id):
+            return  # scale-out: never a session for an account of a bucket this node does not hold
         rt.task = asyncio.get_running_loop().create_task(self._supervise(rt), name=f"account:{rt.account_id}")
 
     async def _supervise(self, rt: _Runtime) -> None:
         """Run the account's session; restart it after a crash with backoff; park it on auth loss or crash loops."""
         self._set_lifecycle(rt, Lifecycle.STARTING, "start")
-        if rt.replier is None:
-            # Under the account's lock: a rule or setting change made meanwhile is then either already in the
-            # database we read, or applied to this replier after we made it. Never lost in between.
-            async with self._lock(rt.account_id):
-                if rt.replier is None:
-                    rt.replier = await self._make_replier(rt)
         while True:
+            # Paced before the replier's reads too: thousands of accounts starting at once would otherwise all
+            # read the database together, and a pool timeout there used to end the supervisor for good.
             await self._pace()
+            if rt.replier is None:
+                try:
+                    # Under the account's lock: a rule or setting change made meanwhile is then either already in
+                    # the database we read, or applied to this replier after we made it. Never lost in between.
+                    async with self._lock(rt.account_id):
+                        if rt.replier is None:
+                            rt.replier = await self._make_replier(rt)
+                except Exception as exc:
+                    if not await self._crashed(rt, exc):
+                        return
+                    continue
             session = self._new_session(rt)
             rt.session = session
             try:
@@ -474,7 +596,7 @@ class AccountScheduler:
             except Exception as exc:
                 rt.absorb(session.stats)
                 rt.session = None
-                if not await self._crashed(rt, exc):
+                if not await self._crashed(rt, exc) or not self._owned(rt.account_id):
                     return
                 continue
             rt.absorb(session.stats)
@@ -501,17 +623,23 @@ class AccountScheduler:
         await asyncio.sleep(delay)
         return True
 
-    async def _halt(self, rt: _Runtime) -> None:
-        """Stop the account's session and supervisor; abandon them if they outlive the stop timeout."""
+    async def _halt(self, rt: _Runtime, *, timeout: float | None = None, drain: float | None = None) -> None:
+        """Stop the account's session and supervisor; abandon them if they outlive the stop timeout.
+
+        The session first lets the messages it is handling be answered (up to `drain` seconds): a pushed
+        message is not pushed again, so one cut off here would never be answered.
+        """
+        timeout = self.options.stop_timeout if timeout is None else timeout
+        drain = self.options.drain_timeout if drain is None else drain
         task, session = rt.task, rt.session
         rt.task = None
         if task is None:
             return
         if session is not None:
             with contextlib.suppress(Exception):
-                await session.close(timeout=self.options.stop_timeout)
+                await session.close(timeout=drain + timeout, drain=drain)
         task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=self.options.stop_timeout)
+        done, _ = await asyncio.wait({task}, timeout=timeout)
         if not done:
             log.error("session did not stop in time; abandoned", account_id=rt.account_id)
         rt.session = None
@@ -553,7 +681,7 @@ class AccountScheduler:
         async def claim(incoming: Incoming) -> bool:
             event = incoming.event
             if isinstance(event, ChatMessage):
-                fresh = await self.store.claim_inbound(
+                fresh = await self._claim_inbound(
                     account_id,
                     event.message_id,
                     chat_id=event.chat_id,
@@ -577,7 +705,7 @@ class AccountScheduler:
                     )
                 return fresh
             if isinstance(event, OrderEvent) and event.message_id and event.chat_id:
-                return await self.store.claim_inbound(
+                return await self._claim_inbound(
                     account_id,
                     event.message_id,
                     chat_id=event.chat_id,
@@ -591,7 +719,8 @@ class AccountScheduler:
 
         async def on_sent(sent: Sent) -> None:
             text = sent.content.text if isinstance(sent.content, TextContent) else sent.content.url
-            await self.store.record_outbound(
+            # Queued into the log's group commit, not awaited: the claim already made the reply exactly-once.
+            self.store.log_writer.record_outbound(
                 account_id,
                 sent.uuid,
                 chat_id=sent.chat_id,
@@ -616,11 +745,17 @@ class AccountScheduler:
         async def on_cookie(cookie: str) -> None:
             # The platform refreshed a cookie value: keep it, so a restart logs in with the fresh one.
             try:
-                account = await self.store.update_cookie(account_id, cookie, actor="session")
+                account = await self.store.update_cookie(
+                    account_id, cookie, actor="session", fence=self.fence_for(account_id)
+                )
             except Exception as exc:
                 log.warning("could not save a refreshed cookie", account_id=account_id, error=type(exc).__name__)
                 return
             rt.cookie, rt.version = cookie, account.version
+
+        async def on_incoming(incoming: Incoming) -> None:
+            if isinstance(incoming.event, OrderEvent):
+                await self.orders.on_event(account_id, incoming.event)
 
         async def on_verification(url: str | None) -> None:
             rt.last_error = "verification_required"
@@ -633,6 +768,7 @@ class AccountScheduler:
             on_cookie=on_cookie,
             claim_message=claim,
             on_verification=on_verification,
+            on_incoming=on_incoming,
         )
         return AccountSession(
             account_id=account_id,
@@ -653,7 +789,8 @@ class AccountScheduler:
             event = decided.incoming.event
             if isinstance(event, ChatMessage):
                 status = "replied" if decided.reply is not None else "ignored"
-                await self.store.mark_inbound(
+                # Queued, not awaited: the decision must not wait for a commit before its reply is sent.
+                self.store.log_writer.mark_inbound(
                     account_id,
                     event.message_id,
                     status=status,
@@ -662,6 +799,7 @@ class AccountScheduler:
                 )
 
         async def history(chat_id: str) -> list[Turn]:
+            await self.store.log_writer.flush()  # the AI must see the replies still queued for the log
             messages = await self.store.list_messages(account_id, chat_id=chat_id, limit=21)
             seller = rt.session.seller_id if rt.session is not None else None
             turns = [
@@ -686,10 +824,15 @@ class AccountScheduler:
                 rt.items.popitem(last=False)
             return fact
 
+        preloaded = self._preloaded.pop(account_id, None)
+        if preloaded is not None:
+            rules, settings = _rule_index(preloaded.rules), self._compose_settings(preloaded)
+        else:
+            rules, settings = await self._rules(account_id), await self._reply_settings(account_id)
         return AccountReplier(
             account_id=account_id,
-            rules=await self._rules(account_id),
-            settings=await self._reply_settings(account_id),
+            rules=rules,
+            settings=settings,
             history=history,
             facts=facts,
             on_decision=on_decision,
@@ -704,13 +847,28 @@ class AccountScheduler:
         ai = await self.store.get_ai_settings(account_id)
         key = await self.store.get_ai_api_key(account_id) if ai.has_api_key else None
         account = await self.store.get_account(account_id)
+        return self._compose_settings(
+            ReplyConfig(
+                account_id=account_id,
+                version=account.version,
+                remark=account.remark,
+                rules=[],
+                settings=settings,
+                ai=ai,
+                ai_api_key=key,
+            )
+        )
+
+    def _compose_settings(self, config: ReplyConfig) -> ReplySettings:
+        """The replier's settings from what the store holds for the account."""
+        settings, ai, key = config.settings, config.ai, config.ai_api_key
         return ReplySettings(
             default_reply=settings.default_reply,
             default_reply_once_per_chat=settings.default_reply_once_per_chat,
             pause_minutes=settings.pause_minutes,
             debounce_seconds=settings.debounce_seconds,
             message_expire_seconds=self.settings.session.message_expire,
-            account_name=account.remark or account_id,
+            account_name=config.remark or config.account_id,
             ai=AISettings(
                 enabled=ai.enabled,
                 base_url=ai.base_url,

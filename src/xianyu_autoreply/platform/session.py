@@ -272,6 +272,7 @@ class AccountSession:
         self._last_answer = 0.0
         self._connected = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._handlers: set[asyncio.Task[None]] = set()  # messages being handled: what `close` lets finish
         self._run_task: asyncio.Task[SessionOutcome] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._closing = False
@@ -299,6 +300,8 @@ class AccountSession:
         try:
             while not self._closing:
                 lost = await self._connect_and_serve()
+                if self._closing:
+                    break
                 self.stats.reconnects += 1
                 self.stats.reconnect_reasons[lost.reason.value] = (
                     self.stats.reconnect_reasons.get(lost.reason.value, 0) + 1
@@ -321,18 +324,38 @@ class AccountSession:
             await self._teardown()
             self._set_state(ConnectionState.CLOSED, "stopped")
 
-    async def close(self, *, timeout: float = 10.0) -> None:
-        """Stop everything this session started and close the socket with 1001, within `timeout` seconds."""
+    async def close(self, *, timeout: float = 10.0, drain: float = 0.0) -> None:
+        """Stop everything this session started and close the socket with 1001, within `timeout` seconds.
+
+        With `drain`, the messages being handled first get up to that many seconds (of `timeout`) to finish while
+        the connection stays up: a message the platform pushed is never pushed again, so one dropped here would
+        go unanswered. Pushes arriving meanwhile are still handled; no reconnect is made once closing.
+        """
         self._closing = True
         task = self._run_task
         if task is not None and not task.done() and task is not asyncio.current_task():
+            loop = asyncio.get_running_loop()
+            until = loop.time() + timeout
+            await self._drain(min(drain, timeout))
             if not self._cancelled_by_close:
                 self._cancelled_by_close = True
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
-                await asyncio.wait_for(asyncio.shield(task), timeout)
+                await asyncio.wait_for(asyncio.shield(task), max(0.0, until - loop.time()))
         else:
             await self._teardown()
+
+    async def _drain(self, seconds: float) -> None:
+        """Wait until no message handler is in flight, the connection is gone, or `seconds` passed."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        while (handlers := {t for t in self._handlers if not t.done()}) and self._connected.is_set():
+            left = until - loop.time()
+            if left <= 0:
+                self._log.warning("messages still in flight when the session closed", count=len(handlers))
+                return
+            # In slices: a connection lost meanwhile ends the wait (its replies cannot go out anyway).
+            await asyncio.wait(handlers, timeout=min(left, 0.2))
 
     async def send(
         self, chat_id: str, to_user: str, reply: Reply, *, in_reply_to: str | None = None, wait_s: float = 30.0
@@ -347,7 +370,7 @@ class AccountSession:
         for attempt in (1, 2):
             ws = self._ws
             if ws is None or ws.state is not WsState.OPEN or not self._connected.is_set():
-                if attempt == 2:
+                if attempt == 2 or self._closing:  # a closing session does not reconnect
                     break
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait_s):
@@ -385,8 +408,8 @@ class AccountSession:
                 await self._open()
                 started = time.monotonic()
                 lost = await self._serve()
-                if time.monotonic() - started < self.policy.stable_after:
-                    raise lost
+                if time.monotonic() - started < self.policy.stable_after and not self._closing:
+                    raise lost  # retried with backoff; a closing session ends instead
                 return lost
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -451,6 +474,9 @@ class AccountSession:
                 origin="https://www.goofish.com",  # type: ignore[arg-type]
                 proxy=self._proxy,
                 compression=None,  # deflate costs ~100 KiB per connection; loopback and IM text gain little
+                # Liveness is the `/!` heartbeat with its timeout (`_tick`); websockets' own ping would be a second
+                # keepalive task and a ping/pong per account every 20 s (bench/engine.py: idle CPU, RSS).
+                ping_interval=None,
                 open_timeout=max(10.0, self.settings.heartbeat_timeout),
                 close_timeout=5.0,
                 max_size=1 << 20,
@@ -574,7 +600,9 @@ class AccountSession:
         for event in decoded.events:
             incoming = self._admit(event, received)
             if incoming is not None:
-                self._spawn(self._handle(incoming), name="handle")
+                handler = self._spawn(self._handle(incoming), name="handle")
+                self._handlers.add(handler)
+                handler.add_done_callback(self._handlers.discard)
 
     def _admit(self, event: Event, received_ms: int) -> Incoming | None:
         """First checks at arrival: duplicates dropped, expiry and own echoes flagged (all cheap, in memory)."""

@@ -15,9 +15,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .base import StoreBase, check_limit
+from .cluster import Fence, check_fence
+from .crypto import SecretBox
+from .db import Database
 from .errors import AccountNotFound, InvalidValue
 from .models import ChatStateRow, MessageRow, utcnow
 from .records import ChatState, ChatSummary, Direction, Message
+from .writer import MessageWriter
 
 _MESSAGE_KEY = ["account_id", "direction", "message_id"]
 _CHAT_KEY = ["account_id", "chat_id"]
@@ -25,6 +29,11 @@ _CHAT_KEY = ["account_id", "chat_id"]
 
 class MessageStore(StoreBase):
     """Conversation log and chat state."""
+
+    def __init__(self, db: Database, box: SecretBox) -> None:
+        """`log_writer` batches the engine's log writes (claims awaited, decisions and replies queued)."""
+        super().__init__(db, box)
+        self.log_writer = MessageWriter(db)
 
     async def claim_inbound(
         self,
@@ -39,35 +48,32 @@ class MessageStore(StoreBase):
         sender_nick: str | None = None,
         item_id: str | None = None,
         status: str = "received",
+        fence: Fence | None = None,
     ) -> bool:
-        """Record a buyer message; True for the first claim of this message id, False for any repeat."""
+        """Record a buyer message; True for the first claim of this message id, False for any repeat.
+
+        With a `fence` (scale-out) the claim is refused with `FencedOut` once the bucket's lease moved on, so a
+        paused or partitioned old owner never answers a message the new owner could also see.
+        """
         if not message_id:
             raise InvalidValue("an inbound message needs its platform message id (or the fallback key)")
-        statement = (
-            self._insert(MessageRow.__table__)
-            .values(
-                account_id=account_id,
-                chat_id=chat_id,
-                message_id=message_id,
-                direction=Direction.IN.value,
-                sender_id=sender_id,
-                sender_nick=sender_nick,
-                item_id=item_id,
-                text=text,
-                content_type=content_type,
-                created_ms=created_ms,
-                recorded_at=utcnow(),
-                status=status,
-            )
-            .on_conflict_do_nothing(index_elements=_MESSAGE_KEY)
-            .returning(MessageRow.__table__.c.id)
-        )
-        async with self.db.transaction() as s:
-            try:
-                inserted = (await s.execute(statement)).scalar()
-            except IntegrityError as exc:  # the only other constraint: the account's foreign key
-                raise AccountNotFound(account_id) from exc
-        return inserted is not None
+        values = {
+            "account_id": account_id,
+            "chat_id": chat_id,
+            "message_id": message_id,
+            "direction": Direction.IN.value,
+            "sender_id": sender_id,
+            "sender_nick": sender_nick,
+            "item_id": item_id,
+            "text": text,
+            "content_type": content_type,
+            "created_ms": created_ms,
+            "recorded_at": utcnow(),
+            "status": status,
+        }
+        # Group commit (store/writer.py): claims arriving together share one transaction; the answer comes
+        # after the COMMIT, so a True is as durable as before.
+        return await self.log_writer.claim(values, fence)
 
     async def mark_inbound(
         self,
@@ -106,8 +112,12 @@ class MessageStore(StoreBase):
         status: str = "sent",
         sender_id: str | None = None,
         item_id: str | None = None,
+        fence: Fence | None = None,
     ) -> Message:
-        """Log a message the seller's side sent (a reply or a manual message); idempotent per message id."""
+        """Log a message the seller's side sent (a reply or a manual message); idempotent per message id.
+
+        With a `fence` the entry is refused (`FencedOut`) once the bucket's lease moved on.
+        """
         statement = (
             self._insert(MessageRow.__table__)
             .values(
@@ -129,6 +139,7 @@ class MessageStore(StoreBase):
             .on_conflict_do_nothing(index_elements=_MESSAGE_KEY)
         )
         async with self.db.transaction() as s:
+            await check_fence(s, fence)
             try:
                 await s.execute(statement)
             except IntegrityError as exc:

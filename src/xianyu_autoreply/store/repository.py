@@ -48,7 +48,8 @@ class Store(AccountStore, MessageStore, OrderStore, StockStore, UserStore):
         return cls(Database(settings.database_url), box)
 
     async def close(self) -> None:
-        """Close the database connections."""
+        """Write what the conversation log still queues, then close the database connections."""
+        await self.log_writer.aclose()
         await self.db.close()
 
     async def reencrypt_secrets(self) -> int:

@@ -247,13 +247,13 @@ async def test_three_workers_share_300_accounts_and_fail_over_in_seconds(fleet: 
         assert all(after[a] == placement[a] for a in others)  # sticky: nothing else moved
         await until(fleet.everyone_once, timeout=10)
         assert len(fleet.ask(victims, "换人了吗")) == len(victims)
-        # Answered before the next step: a session stopped by SIGTERM drops the messages it is still handling.
-        await fleet.all_answered()
 
-        # SIGTERM w1: release + NOTIFY, the handover does not wait for the lease to expire.
+        # SIGTERM w1 right after a question to every account: its sessions answer what they are handling, then
+        # release + NOTIFY; the handover does not wait for the lease to expire, and nothing is answered twice.
         placement = await fleet.owners()
         leaving = {fleet.seller_of[a] for a, node in placement.items() if node == "w1"}
         before = judge.connection_ids(leaving)
+        assert len(fleet.ask(accounts, "走之前问一句")) == ACCOUNTS
         workers.signal("w1", signal.SIGTERM)
 
         async def w1_released() -> bool:

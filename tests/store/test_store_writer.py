@@ -1,0 +1,67 @@
+"""The conversation log's group commit (store/writer.py): batches keep every caller's own answer and error."""
+
+import asyncio
+
+import pytest
+
+from xianyu_autoreply.store import AccountNotFound, Store
+from xianyu_autoreply.store.cluster import ClusterStore, Fence, FencedOut, bucket_of
+
+from .store_samples import COOKIE
+
+
+async def _claim(store: Store, account: str, message_id: str, *, fence: Fence | None = None) -> bool:
+    return await store.claim_inbound(account, message_id, chat_id="c1", created_ms=1, text="在吗", fence=fence)
+
+
+async def test_concurrent_claims_share_transactions_and_each_gets_its_answer(store: Store, account: str) -> None:
+    ids = [f"m{n}" for n in range(300)]
+    results = await asyncio.gather(*(_claim(store, account, i) for i in ids + ids[:50]))
+    assert sum(results) == 300
+    assert len(await store.list_messages(account, limit=1000)) == 300
+
+
+async def test_a_missing_account_fails_only_its_own_claim(store: Store, account: str) -> None:
+    results = await asyncio.gather(
+        _claim(store, account, "a"), _claim(store, "ghost", "b"), _claim(store, account, "c"), return_exceptions=True
+    )
+    assert results[0] is True and results[2] is True
+    assert isinstance(results[1], AccountNotFound)
+
+
+async def test_queued_decisions_and_replies_are_written_by_flush(store: Store, account: str) -> None:
+    assert await _claim(store, account, "m1")
+    store.log_writer.mark_inbound(account, "m1", status="replied", reply_source="default", reply_reason="default")
+    store.log_writer.record_outbound(account, "u1", chat_id="c1", text="您好", created_ms=2, reply_to="m1")
+    store.log_writer.record_outbound(account, "u1", chat_id="c1", text="您好", created_ms=2, reply_to="m1")
+    store.log_writer.record_outbound("ghost", "u2", chat_id="c1", text="x", created_ms=2)  # refused, logged
+    await store.log_writer.flush()
+    inbound, outbound = await store.list_messages(account)
+    assert (inbound.status, inbound.reply_source) == ("replied", "default")
+    assert (outbound.message_id, outbound.reply_to) == ("u1", "m1")
+
+
+async def test_close_writes_what_is_still_queued(store: Store, account: str) -> None:
+    assert await _claim(store, account, "m1")
+    store.log_writer.mark_inbound(account, "m1", status="ignored")
+    await store.log_writer.aclose()
+    (inbound,) = await store.list_messages(account)
+    assert inbound.status == "ignored"
+
+
+async def test_a_batch_refuses_only_the_claims_whose_fence_moved(store: Store) -> None:
+    cluster = ClusterStore(store.db, store.box)
+    await cluster.ensure_buckets(4)
+    await cluster.register("a", version="t")
+    held = (await cluster.claim("a", ttl=30, live_within=0.2)).claimed
+    await store.create_account("acc", COOKIE)
+    bucket = bucket_of("acc", 4)
+    good, stale = Fence("a", bucket, held[bucket]), Fence("a", bucket, held[bucket] - 1)
+    results = await asyncio.gather(
+        _claim(store, "acc", "m1", fence=good), _claim(store, "acc", "m2", fence=stale), return_exceptions=True
+    )
+    assert results[0] is True
+    assert isinstance(results[1], FencedOut)
+    with pytest.raises(FencedOut):
+        await _claim(store, "acc", "m3", fence=stale)
+    assert [m.message_id for m in await store.list_messages("acc")] == ["m1"]
