@@ -42,7 +42,10 @@ async def test_an_added_account_starts_and_its_state_says_running(api: Api) -> N
     _, client = await api.user()
     account_id, seller = await api.account(client, remark="店铺一")
     state = await api.running(client, account_id)
-    assert set(state) == {"lifecycle", "connection", "since", "last_error", "reconnects", "messages_in", "replies_out"}
+    assert set(state) == {
+        "lifecycle", "connection", "since", "last_error", "reconnects", "messages_in", "replies_out", "node"
+    }
+    assert state["node"] is None, "one process runs everything: no worker to name"
     assert len(open_connections(api, seller)) == 1
     account = (await client.get(f"/api/v1/accounts/{account_id}")).json()
     assert account["remark"] == "店铺一" and account["enabled"] is True

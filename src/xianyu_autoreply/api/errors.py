@@ -96,6 +96,14 @@ def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+def _template_field(path: str) -> str:
+    """Which field of the request held the bad template (a 422 always names its field)."""
+    for suffix, field in (("/rules", "reply"), ("/settings", "default_reply"), ("/delivery-rules", "content")):
+        if path.endswith(suffix):
+            return field
+    return "template"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Make every error, the framework's 404/405/422 included, answer in the one JSON shape."""
 
@@ -157,7 +165,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(TemplateError)
     async def _bad_template(request: Request, exc: TemplateError) -> JSONResponse:
-        return JSONResponse(error_body("invalid_template", str(exc)), 422)
+        return JSONResponse(error_body("invalid_template", str(exc), field=_template_field(request.url.path)), 422)
 
     @app.exception_handler(ProtocolError)
     async def _protocol(request: Request, exc: ProtocolError) -> JSONResponse:

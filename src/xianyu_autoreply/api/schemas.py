@@ -17,6 +17,19 @@ from ..store import Rule as StoredRule
 _ID = r"^[^\s/\\?#%]{1,64}$"
 
 
+def storable_text_problem(text: str) -> str | None:
+    """Why no database keeps `text` faithfully (None: it can be stored): NUL (PostgreSQL rejects it: a 500 later)
+    and lone surrogates (not encodable as UTF-8: SQLite fails on them). Shared by the API's bodies and the web
+    admin's forms, so both doors refuse the same text with the same words."""
+    if "\x00" in text:
+        return "must not contain NUL characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode (no lone surrogates)"
+    return None
+
+
 class Strict(BaseModel):
     """A request body: unknown fields are an error (a typo must not be silently ignored)."""
 
@@ -25,16 +38,11 @@ class Strict(BaseModel):
     @field_validator("*", mode="after")
     @classmethod
     def _storable_text(cls, value: Any) -> Any:
-        """Refuse text no database keeps faithfully: NUL (PostgreSQL rejects it: a 500 later) and lone
-        surrogates (not encodable as UTF-8: SQLite fails on them). A 422 naming the field, before any change."""
+        """Refuse text no database keeps faithfully (`storable_text_problem`): a 422 naming the field, before any
+        change."""
         for text in value if isinstance(value, list) else [value]:
-            if isinstance(text, str):
-                if "\x00" in text:
-                    raise ValueError("must not contain NUL characters")
-                try:
-                    text.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise ValueError("must be valid Unicode (no lone surrogates)") from None
+            if isinstance(text, str) and (problem := storable_text_problem(text)) is not None:
+                raise ValueError(problem)
         return value
 
 
