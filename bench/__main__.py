@@ -5,6 +5,9 @@
     session  reply latency, CPU per reply, peak replies/s beside raw websockets (bench/session.py)
     engine   5,000 accounts: start-up, idle RSS and CPU, update-cookie latency (bench/engine.py)
     soak     memory after 10 minutes at 200 msg/s beside the first minute     (bench/soak.py)
+    soak_faults  RSS, open fds and tasks over 30 min with a platform fault every minute (bench/soak_faults.py)
+    failover workers on PostgreSQL: SIGKILL failover and SIGTERM handover beside the lease TTL, rebalance
+             churn beside a fair share, replies exactly once                    (bench/failover.py)
 
 `--quick` shrinks every size so that the whole set runs in a few minutes. Each bench prints its figures beside
 their references and writes `bench/results/<name>.json`. Figures, never a pass/fail.
@@ -19,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import codec, engine, rules, session, soak
+from . import codec, engine, failover, rules, session, soak, soak_faults
 from .harness import environment, write_result
 
 
@@ -47,6 +50,8 @@ BENCHES: dict[str, Callable[[bool], Any]] = {
     "session": lambda quick: session.main(["--quick"] if quick else []),
     "engine": lambda quick: engine.main(["--quick"] if quick else []),
     "soak": lambda quick: soak.main(["--quick"] if quick else []),
+    "soak_faults": lambda quick: soak_faults.main(["--quick"] if quick else []),
+    "failover": lambda quick: failover.main(["--quick"] if quick else []),
 }
 
 

@@ -18,6 +18,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse
 
+from ..schemas import storable_text_problem
 from .i18n import DEFAULT_LANG, LANG_COOKIE, normalize_lang, reason_text, translator
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -64,14 +65,55 @@ def add_security_headers(response: Response) -> Response:
     return response
 
 
+class UnstorableForm(Exception):
+    """A form field holds text no database keeps faithfully (see `storable_text_problem`)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+
+
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+async def check_form(request: Request) -> None:
+    """Refuse a form the API's schemas would refuse (NUL, lone surrogates), before any handler writes anything.
+
+    The parsed form is cached on the request, so the handler's own `request.form()` reads the same values.
+    """
+    if request.method not in ("POST", "PUT", "PATCH") or not request.headers.get("content-type", "").startswith(
+        _FORM_TYPES
+    ):
+        return
+    form = await request.form()
+    for name, value in form.multi_items():
+        if (problem := storable_text_problem(name)) is not None:
+            raise UnstorableForm("a field name", problem)
+        if isinstance(value, str) and (problem := storable_text_problem(value)) is not None:
+            raise UnstorableForm(name[:64], problem)
+
+
+def _unstorable_answer(request: Request, exc: UnstorableForm) -> Response:
+    """422 with the reason: a toast for htmx (the form stays as typed, to be corrected), else an error page."""
+    message = translator(request_lang(request))("err.invalid", error=str(exc))
+    if request.headers.get("HX-Request"):
+        headers = {"HX-Retarget": "#toast", "HX-Reswap": "innerHTML"}
+        return render(request, "_flash.html", {"message": message, "error": True}, status_code=422, headers=headers)
+    return render(request, "error.html", {"status": 422, "message": message}, status_code=422)
+
+
 class WebRoute(APIRoute):
-    """A route of the admin: whatever it answers (page, fragment, redirect, error) gets the security headers."""
+    """A route of the admin: whatever it answers (page, fragment, redirect, error) gets the security headers; a
+    form with unstorable text is answered 422 before its handler runs (`check_form`, called after sign-in)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def with_headers(request: Request) -> Response:
-            return add_security_headers(await handler(request))
+            try:
+                response = await handler(request)
+            except UnstorableForm as exc:
+                response = _unstorable_answer(request, exc)
+            return add_security_headers(response)
 
         return with_headers
 

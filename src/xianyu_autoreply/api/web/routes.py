@@ -46,8 +46,8 @@ from ..errors import ApiError, not_found
 from ..operations import AccountOperations, operations
 from .i18n import translator
 from .live import router as live_router
-from .rendering import WebRoute, render, request_lang, since_text
-from .rule_forms import rule_json, rules_from_form, rules_from_json, to_rules
+from .rendering import WebRoute, check_form, render, request_lang, since_text
+from .rule_forms import displayable, rule_json, rules_from_form, rules_from_json, to_rules
 from .views import (
     account_for,
     account_rows,
@@ -76,6 +76,7 @@ async def action_user(request: Request, user: Annotated[User | None, Depends(opt
     if user is None:
         raise ApiError(401, "not_authenticated", "log in first", headers={"HX-Redirect": "/login"})
     request.state.user = user
+    await check_form(request)  # after sign-in (a stranger learns nothing), before the handler writes
     return user
 
 
@@ -179,6 +180,7 @@ async def login_submit(request: Request) -> Response:
             {"csrf": token, "next_url": next_url, "username": username, "message": t("csrf.refused"), "error": True},
             status_code=403,
         )
+    await check_form(request)
     try:
         user = await login(request, username, str(form.get("password") or ""))
     except ApiError as exc:
@@ -443,7 +445,8 @@ async def _save_rules(
     except InvalidValue as exc:
         saved, error = None, str(exc)
     if error is not None or saved is None:
-        context = {"account": account, "rules": rows, "message": t("err.invalid", error=error), "error": True}
+        message = t("err.invalid", error=error)
+        context = {"account": account, "rules": displayable(rows), "message": message, "error": True}
         return render(request, "_rules.html", context, status_code=422)
     context = {"account": account, "rules": saved, "message": t("rules.saved", count=len(saved)), "error": False}
     return render(request, "_rules.html", context)

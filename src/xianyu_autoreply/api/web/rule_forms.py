@@ -12,8 +12,9 @@ from typing import Any
 from starlette.datastructures import FormData
 
 from ...store import InvalidValue, Rule
+from ..schemas import storable_text_problem
 
-__all__ = ["rule_json", "rules_from_form", "rules_from_json", "to_rules"]
+__all__ = ["displayable", "rule_json", "rules_from_form", "rules_from_json", "to_rules"]
 
 
 def rule_json(rule: Rule) -> dict[str, Any]:
@@ -61,10 +62,26 @@ def rules_from_json(text: str) -> list[dict[str, Any]]:
     return data
 
 
+def displayable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Refused rows shown back in the editor: a lone surrogate (from a JSON escape) cannot be encoded into the page,
+    so it is shown as U+FFFD instead of failing the whole answer."""
+
+    def show(value: Any) -> Any:
+        if isinstance(value, str) and storable_text_problem(value) is not None:
+            return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace").replace("\x00", "\ufffd")
+        return value
+
+    return [{key: show(value) for key, value in row.items()} for row in rows]
+
+
 def to_rules(rows: list[dict[str, Any]]) -> list[Rule]:
     """Rows (from the form or JSON) as rules; `InvalidValue` names the first bad row."""
     rules = []
     for n, row in enumerate(rows, 1):
+        for name in ("keyword", "reply", "match", "item_id", "kind"):  # imported JSON may carry "\u0000"
+            value = row.get(name)
+            if isinstance(value, str) and (problem := storable_text_problem(value)) is not None:
+                raise InvalidValue(f"rule {n}: {name} {problem}")
         keyword, reply = row.get("keyword"), row.get("reply")
         if not isinstance(keyword, str) or not keyword.strip():
             raise InvalidValue(f"rule {n}: the keyword is empty")
