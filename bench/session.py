@@ -7,7 +7,9 @@ The simulator runs in its own process (`python -m xianyu_autoreply simulator`) a
 itself (`POST /_sim/load`); reply latency is measured at the simulator (push -> first send into that chat,
 `GET /_sim/latency`). Everything else runs in this process, one phase after another:
 
-1. reference RTT: a raw `websockets` client, registered like a seller, does `/!` heartbeat round trips;
+1. reference RTT: a raw `websockets` client, registered like a seller, does `/!` heartbeat round trips on an idle
+   system (idle RTT); during every measured load below, a second raw client in its own process
+   (`bench/rtt_probe.py`, a seller that receives no load) does paced `/!` round trips (loaded RTT);
 2. reference CPU per reply: one bare `websockets` client per seller doing the same frame exchange as a reply
    (receive the push, ACK it, decode it, send the answer, read the send's response and the echo), same load;
 3. the session layer alone: one `AccountSession` per seller, `decide` answering a fixed text, no database;
@@ -22,6 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,6 +33,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from xianyu_autoreply.engine.gc_tuning import freeze_long_lived
 from xianyu_autoreply.engine.scheduler import AccountScheduler
 from xianyu_autoreply.platform.mtop_client import MtopClient
 from xianyu_autoreply.platform.session import AccountSession, Incoming, Reply, SessionHooks
@@ -148,18 +153,58 @@ async def bare_clients(sim: SimulatorProcess, sellers: Sequence[Mapping[str, str
         await mtop.aclose()
 
 
+class LoadedRtt:
+    """The RTT probe process (bench/rtt_probe.py) beside one measured load: raw `/!` round trips under load."""
+
+    def __init__(self, sim: SimulatorProcess, seller: Mapping[str, str]) -> None:
+        self.sim = sim
+        self.seller = seller
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, seconds: float) -> None:
+        """Start the probe and wait until it is registered and warmed up (it then measures for `seconds`)."""
+        self.proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "bench.rtt_probe", "--ws-url", self.sim.ws_url, "--mtop-url", self.sim.mtop_url),
+            *("--passport-url", self.sim.passport_url, "--cookie", self.seller["cookie"], "--unb", self.seller["unb"]),
+            *("--seconds", str(seconds)),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), 60)
+        if line.strip() != b"ready":
+            raise RuntimeError(f"the RTT probe did not start: {line!r}")
+
+    async def samples(self) -> list[float]:
+        """The probe's round trips in milliseconds (waits for it to finish)."""
+        assert self.proc is not None and self.proc.stdout is not None
+        out = await asyncio.wait_for(self.proc.stdout.read(), 120)
+        await self.proc.wait()
+        return list(json.loads(out)["samples_ms"])
+
+
 async def measured_load(
-    sim: SimulatorProcess, rate: float, seconds: float, sellers: Sequence[str], *, drain: float = 20.0
+    sim: SimulatorProcess,
+    rate: float,
+    seconds: float,
+    sellers: Sequence[str],
+    *,
+    drain: float = 20.0,
+    probe: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Wait for any earlier backlog to be answered, reset the latency window, run the load, wait for its replies.
 
     `replies_per_s` is replies / (load start -> last reply seen): the rate the engine actually answered at.
+    With `probe` (a seller outside `sellers`), a raw client in its own process measures the RTT during the load.
     """
     settled_s = await sim.settle()
     await sim.latencies(reset=True)
+    rtt_probe = LoadedRtt(sim, probe) if probe is not None else None
+    if rtt_probe is not None:
+        await rtt_probe.start(seconds)
     meter = Meter(sim.pid)
     status = await sim.run_load(rate, seconds, sellers)
     cpu = meter.read()
+    loaded_rtt = summary_ms(await rtt_probe.samples()) if rtt_probe is not None else None
     samples = await sim.latencies()
     last_reply_s = meter.read()["wall_s"]
     deadline = time.monotonic() + drain
@@ -187,18 +232,21 @@ async def measured_load(
         "cpu_until_drained": cpu_total,
         "engine_cpu_ms_per_reply": 1000 * cpu_total["engine_cpu_s"] / max(1, len(samples)),
         "sim_cpu_ms_per_reply": 1000 * cpu_total["sim_cpu_s"] / max(1, len(samples)),
+        "loaded_rtt_ms": loaded_rtt,
     }
 
 
-async def reference_phase(bed: Bed, *, rtts: int, rate: float, seconds: float) -> dict[str, Any]:
+async def reference_phase(
+    bed: Bed, *, rtts: int, rate: float, seconds: float, probe: Mapping[str, str]
+) -> dict[str, Any]:
     clients = await bare_clients(bed.sim, bed.sellers)
     try:
-        probe = clients[0]
-        await probe.round_trips(100)  # warm-up
-        rtt = summary_ms(await probe.round_trips(rtts))
+        idle = clients[0]
+        await idle.round_trips(100)  # warm-up
+        rtt = summary_ms(await idle.round_trips(rtts))
         serving = [asyncio.create_task(c.serve()) for c in clients]
         await measured_load(bed.sim, rate, min(2.0, seconds), [c.unb for c in clients])  # warm-up
-        load = await measured_load(bed.sim, rate, seconds, [c.unb for c in clients])
+        load = await measured_load(bed.sim, rate, seconds, [c.unb for c in clients], probe=probe)
         for c in clients:
             await c.ws.close()
         await asyncio.gather(*serving, return_exceptions=True)
@@ -209,7 +257,7 @@ async def reference_phase(bed: Bed, *, rtts: int, rate: float, seconds: float) -
     return {"rtt_ms": rtt, "bare_load": load}
 
 
-async def session_phase(bed: Bed, *, rate: float, seconds: float) -> dict[str, Any]:
+async def session_phase(bed: Bed, *, rate: float, seconds: float, probe: Mapping[str, str]) -> dict[str, Any]:
     """The session layer (platform/) alone: AccountSession per seller, fixed reply, no store."""
     mtop = MtopClient(mtop_url=bed.sim.mtop_url, passport_url=bed.sim.passport_url)
 
@@ -239,7 +287,7 @@ async def session_phase(bed: Bed, *, rate: float, seconds: float) -> dict[str, A
             await asyncio.sleep(0.1)
         sellers = [s.seller_id for s in sessions]
         await measured_load(bed.sim, rate, min(2.0, seconds), sellers)  # warm-up
-        return await measured_load(bed.sim, rate, seconds, sellers)
+        return await measured_load(bed.sim, rate, seconds, sellers, probe=probe)
     finally:
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
         await asyncio.gather(*runs, return_exceptions=True)
@@ -247,17 +295,25 @@ async def session_phase(bed: Bed, *, rate: float, seconds: float) -> dict[str, A
 
 
 async def engine_phase(
-    bed: Bed, *, rate: float, seconds: float, peak_rates: Sequence[float], peak_seconds: float
+    bed: Bed,
+    *,
+    rate: float,
+    seconds: float,
+    peak_rates: Sequence[float],
+    peak_seconds: float,
+    probe: Mapping[str, str],
 ) -> dict[str, Any]:
     engine: AccountScheduler = engine_on(bed)
     await engine.start()
     try:
         await wait_connected(engine, len(bed.account_ids), timeout=300)
+        frozen = freeze_long_lived()  # as `serve` does after start-up: full GC passes skip the start-up state
         sellers = [s["unb"] for s in bed.sellers]
         # Warm-up: every account answers once (item facts cached, first-message paths taken), then drained.
         await measured_load(bed.sim, max(rate, len(sellers) / 2), 2.0, sellers, drain=60)
-        load = await measured_load(bed.sim, rate, seconds, sellers, drain=60)
+        load = await measured_load(bed.sim, rate, seconds, sellers, drain=60, probe=probe)
         load["connected_after"] = connected_count(engine)
+        load["gc_frozen_objects"] = frozen
         peak = []
         for r in peak_rates:
             step = await measured_load(bed.sim, r, peak_seconds, sellers, drain=30)
@@ -294,20 +350,35 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     async with test_bed(args.accounts) as bed:
         print(f"session bench: {args.accounts:,} accounts, {args.rate:,.0f} msg/s for {args.seconds:.0f} s")
-        result["reference"] = await reference_phase(bed, rtts=args.rtts, rate=args.rate, seconds=args.seconds)
+        # A seller that gets no buyer load: the loaded-RTT probe's identity in every measured load.
+        (probe,) = await bed.sim.create_sellers(1, prefix=2_300_000_000_000)
+        result["reference"] = await reference_phase(
+            bed, rtts=args.rtts, rate=args.rate, seconds=args.seconds, probe=probe
+        )
         print("  reference measured")
-        result["session_layer"] = await session_phase(bed, rate=args.rate, seconds=args.seconds)
+        result["session_layer"] = await session_phase(bed, rate=args.rate, seconds=args.seconds, probe=probe)
         print("  session layer measured")
         peak_rates = [r for r in (250, 500, 1000, 2000, 4000) if not args.quick or r <= 1000]
         result["engine"] = await engine_phase(
-            bed, rate=args.rate, seconds=args.seconds, peak_rates=peak_rates, peak_seconds=args.peak_seconds
+            bed,
+            rate=args.rate,
+            seconds=args.seconds,
+            peak_rates=peak_rates,
+            peak_seconds=args.peak_seconds,
+            probe=probe,
         )
     result["peak"] = saturation(result["engine"]["peak_steps"])
     rtt = result["reference"]["rtt_ms"]
     bare = result["reference"]["bare_load"]
     layer = result["session_layer"]
     engine = result["engine"]["load"]
+    loaded = engine["loaded_rtt_ms"]  # the RTT under the engine's own measured load
     result["figures"] = {
+        "latency_p50_over_loaded_rtt_p50": ratio(engine["latency_ms"]["p50"], loaded["p50"]),
+        "latency_p99_over_loaded_rtt_p50": ratio(engine["latency_ms"]["p99"], loaded["p50"]),
+        "latency_p99_over_loaded_rtt_p99": ratio(engine["latency_ms"]["p99"], loaded["p99"]),
+        "loaded_rtt_p50_over_idle_rtt_p50": ratio(loaded["p50"], rtt["p50"]),
+        "bare_latency_p50_over_loaded_rtt_p50": ratio(bare["latency_ms"]["p50"], bare["loaded_rtt_ms"]["p50"]),
         "latency_p50_over_rtt_p50": ratio(engine["latency_ms"]["p50"], rtt["p50"]),
         "latency_p99_over_rtt_p50": ratio(engine["latency_ms"]["p99"], rtt["p50"]),
         "latency_p99_over_rtt_p99": ratio(engine["latency_ms"]["p99"], rtt["p99"]),
@@ -334,20 +405,34 @@ def summary(result: dict[str, Any]) -> str:
         m = x["latency_ms"]
         return f"p50 {m['p50']:8.2f} ms  p99 {m['p99']:8.2f} ms  ({x['replied']:,}/{x['sent']:,} replied)"
 
+    def rtt_line(label: str, m: Mapping[str, float]) -> str:
+        return f"{label:38} p50 {m['p50']:8.3f} ms  p99 {m['p99']:8.3f} ms  ({m['count']:,} round trips)"
+
+    loaded = engine["loaded_rtt_ms"]
     lines = [
         f"{s['accounts']:,} accounts, {s['rate']:,.0f} buyer msg/s for {s['seconds']:.0f} s, simulator in its own "
         "process",
-        f"{'raw websockets /! round trip':38} p50 {rtt['p50']:8.3f} ms  p99 {rtt['p99']:8.3f} ms  (reference)",
+        rtt_line("raw websockets /! RTT, idle", rtt),
+        rtt_line("raw /! RTT, bare clients' load", bare["loaded_rtt_ms"]),
+        rtt_line("raw /! RTT, session layer's load", layer["loaded_rtt_ms"]),
+        rtt_line("raw /! RTT, engine's load", loaded),
         f"{'bare websockets clients, reply':38} {lat(bare)}",
         f"{'AccountSession only (no store)':38} {lat(layer)}",
         f"{'engine (AccountScheduler + SQLite)':38} {lat(engine)}",
-        f"  reply latency p50 / RTT p50 = {fig['latency_p50_over_rtt_p50']:.1f}x (target <= 3x: "
+        f"  vs the IDLE RTT:   p50 / RTT p50 = {fig['latency_p50_over_rtt_p50']:.1f}x (target <= 3x: "
         f"{verdict(fig['latency_p50_over_rtt_p50'] <= 3)}); p99 / RTT p50 = {fig['latency_p99_over_rtt_p50']:.1f}x "
         f"(target <= 10x: {verdict(fig['latency_p99_over_rtt_p50'] <= 10)}); p99 / RTT p99 = "
         f"{fig['latency_p99_over_rtt_p99']:.1f}x",
+        f"  vs the LOADED RTT: p50 / RTT p50 = {fig['latency_p50_over_loaded_rtt_p50']:.1f}x (target <= 3x: "
+        f"{verdict(fig['latency_p50_over_loaded_rtt_p50'] <= 3)}); p99 / RTT p50 = "
+        f"{fig['latency_p99_over_loaded_rtt_p50']:.1f}x (target <= 10x: "
+        f"{verdict(fig['latency_p99_over_loaded_rtt_p50'] <= 10)}); p99 / RTT p99 = "
+        f"{fig['latency_p99_over_loaded_rtt_p99']:.1f}x (loaded RTT p50 = "
+        f"{fig['loaded_rtt_p50_over_idle_rtt_p50']:.1f}x the idle one)",
         f"  beside the bare clients' reply latency: p50 {fig['latency_p50_over_bare_p50']:.1f}x, p99 "
         f"{fig['latency_p99_over_bare_p99']:.1f}x (the bare clients themselves: p50 "
-        f"{fig['bare_latency_p50_over_rtt_p50']:.1f}x the RTT p50)",
+        f"{fig['bare_latency_p50_over_rtt_p50']:.1f}x the idle RTT p50, "
+        f"{fig['bare_latency_p50_over_loaded_rtt_p50']:.1f}x their loaded RTT p50)",
         f"  session layer alone: p50 {fig['session_layer_latency_p50_over_rtt_p50']:.1f}x, "
         f"p99 {fig['session_layer_latency_p99_over_rtt_p50']:.1f}x the RTT p50",
         f"{'CPU per reply, bare client':38} {bare['engine_cpu_ms_per_reply']:8.3f} ms (reference)",

@@ -16,6 +16,8 @@ import asyncio
 import time
 from typing import Any
 
+from xianyu_autoreply.engine.gc_tuning import freeze_long_lived
+
 from .harness import (
     Meter,
     engine_on,
@@ -39,6 +41,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await engine.start()
         try:
             await wait_connected(engine, args.accounts, timeout=300)
+            result["gc_frozen_objects"] = freeze_long_lived()  # as `serve` does after start-up
             result["rss_connected_kib"] = settle_memory()
             print(f"soak: {args.accounts:,} accounts, {args.rate:,.0f} msg/s for {args.minutes:g} min")
             await bed.sim.latencies(reset=True)

@@ -65,3 +65,27 @@ async def test_a_batch_refuses_only_the_claims_whose_fence_moved(store: Store) -
     with pytest.raises(FencedOut):
         await _claim(store, "acc", "m3", fence=stale)
     assert [m.message_id for m in await store.list_messages("acc")] == ["m1"]
+
+
+async def test_queued_decisions_are_written_without_a_flush_within_the_lazy_window(store: Store, account: str) -> None:
+    from xianyu_autoreply.store import writer
+
+    assert await _claim(store, account, "m1")
+    store.log_writer.mark_inbound(account, "m1", status="replied")
+    await asyncio.sleep(writer.LAZY_S * 4)
+    (inbound,) = await store.list_messages(account)
+    assert inbound.status == "replied"
+
+
+async def test_a_backlog_longer_than_one_batch_is_written_whole(
+    store: Store, account: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xianyu_autoreply.store import writer
+
+    monkeypatch.setattr(writer, "MAX_BATCH", 40)
+    results = await asyncio.wait_for(asyncio.gather(*(_claim(store, account, f"m{n}") for n in range(130))), 30)
+    assert all(results)
+    for n in range(130):
+        store.log_writer.mark_inbound(account, f"m{n}", status="ignored")
+    await store.log_writer.flush()
+    assert {m.status for m in await store.list_messages(account, limit=1000)} == {"ignored"}

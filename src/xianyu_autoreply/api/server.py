@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..config import Settings
+from ..engine.gc_tuning import freeze_long_lived
 from ..engine.scheduler import AccountScheduler, EngineOptions
 from ..store import Store
 from .app import create_app
@@ -101,6 +102,7 @@ async def _start_engine(engine: AccountScheduler, store: Store, console: Console
             progress.update(task, completed=done, total=of)
 
         await engine.start(progress=advance)
+    freeze_long_lived()  # full GC passes then skip the start-up state (engine/gc_tuning.py)
     console.print(f"engine: {total} account(s) loaded")
 
 

@@ -67,6 +67,9 @@ class EventBus:
         self._subscribers: set[Subscription] = set()
 
     def publish(self, kind: str, account_id: str | None = None, **data: Any) -> None:
+        """Offer an event to every subscriber (nothing is built when nobody listens)."""
+        if not self._subscribers:
+            return
         event = EngineEvent(kind, account_id, data)
         for subscriber in tuple(self._subscribers):
             subscriber.offer(event)

@@ -260,8 +260,9 @@ class AccountSession:
         self.policy = policy or ReconnectPolicy()
         self._account_slots = asyncio.Semaphore(self.settings.max_concurrent_messages)
         self._rate = _TokenBucket(send_rate, send_burst)
-        # Ids are kept at least twice the expiry window: a re-delivery after that is expired anyway.
-        self._seen = SeenMessages(capacity=20_000, ttl_ms=int(max(3600.0, self.settings.message_expire * 2) * 1000))
+        # Ids are kept twice the expiry window: a re-delivery after that is expired anyway, and the durable claim
+        # in the database is the real guard; this memory only spares it the round trip (and bounds memory).
+        self._seen = SeenMessages(capacity=20_000, ttl_ms=int(max(60.0, self.settings.message_expire * 2) * 1000))
         self._recent = SentTexts(per_chat=32, max_chats=2_000, ttl_ms=120_000)
         self.state = ConnectionState.DISCONNECTED
         self.stats = SessionStats()

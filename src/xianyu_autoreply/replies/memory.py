@@ -13,7 +13,7 @@ time limit from the settings accordingly.
 from __future__ import annotations
 
 import contextlib
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass
 
 
@@ -71,7 +71,9 @@ class SentTexts:
         self.per_chat = per_chat
         self.max_chats = max_chats
         self.ttl_ms = ttl_ms
-        self._chats: OrderedDict[str, deque[SentText]] = OrderedDict()
+        # A list per chat, not a `deque(maxlen=...)`: most chats hold one or two sends, and an empty deque is
+        # ~760 bytes against a one-item list's 64 (the soak keeps ~100,000 chats of replies alive; docs/performance.md).
+        self._chats: OrderedDict[str, list[SentText]] = OrderedDict()
 
     def __len__(self) -> int:
         return sum(len(sent) for sent in self._chats.values())
@@ -90,9 +92,11 @@ class SentTexts:
         """Remember that we sent `text` into `chat_id` now."""
         sent = self._chats.get(chat_id)
         if sent is None:
-            sent = self._chats[chat_id] = deque(maxlen=self.per_chat)
+            sent = self._chats[chat_id] = []
         self._chats.move_to_end(chat_id)
         sent.append(SentText(_echo_form(text), uuid, now_ms))
+        if len(sent) > self.per_chat:
+            del sent[0]
         self._prune(now_ms)
 
     def consume(self, chat_id: str, echo: SentText, *, now_ms: int) -> None:

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, literal, select, update
+from sqlalchemy import ColumnElement, Select, delete, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .crypto import SecretBox
@@ -448,9 +449,20 @@ async def check_fence(s: AsyncSession, fence: Fence | None) -> None:
     """
     if fence is None:
         return
-    pg = s.get_bind().dialect.name == "postgresql"
+    if (await s.execute(fence_query(fence, pg=s.get_bind().dialect.name == "postgresql"))).scalar() is None:
+        raise FencedOut(fence)
+
+
+def check_fence_sync(conn: Connection, fence: Fence | None) -> None:
+    """`check_fence` on a sync Core connection (the log writer's batch, store/writer.py)."""
+    if fence is not None and conn.execute(fence_query(fence, pg=conn.dialect.name == "postgresql")).scalar() is None:
+        raise FencedOut(fence)
+
+
+def fence_query(fence: Fence, *, pg: bool) -> Select[tuple[int]]:
+    """The lease row of `fence` if it still holds, locked `FOR SHARE` until the transaction ends (PostgreSQL)."""
     now: ColumnElement[datetime] = func.now() if pg else literal(utcnow(), UtcDateTime())
-    statement = (
+    return (
         select(BucketLeaseRow.epoch)
         .where(
             BucketLeaseRow.bucket == fence.bucket,
@@ -460,8 +472,6 @@ async def check_fence(s: AsyncSession, fence: Fence | None) -> None:
         )
         .with_for_update(read=True)
     )
-    if (await s.execute(statement)).scalar() is None:
-        raise FencedOut(fence)
 
 
 def _lease(row: BucketLeaseRow) -> Lease:

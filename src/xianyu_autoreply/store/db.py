@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, Connection, Engine, create_engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import StaticPool
@@ -59,7 +59,7 @@ def make_engine(
         else:
             Path(parsed.database or "").expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(parsed, **options)
-        _install_sqlite_listeners(engine, foreign_keys=foreign_keys)
+        install_sqlite_listeners(engine.sync_engine, foreign_keys=foreign_keys)
         return engine
     options.update(
         pool_size=pool_size,
@@ -70,8 +70,10 @@ def make_engine(
     return create_async_engine(parsed, **options)
 
 
-def _install_sqlite_listeners(engine: AsyncEngine, *, foreign_keys: bool) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def install_sqlite_listeners(engine: Engine, *, foreign_keys: bool) -> None:
+    """This project's pragmas on every new connection, and `BEGIN IMMEDIATE` for connections that write."""
+
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # The driver's own implicit BEGIN is turned off so that `_on_begin` decides how transactions start.
         dbapi_connection.isolation_level = None
@@ -87,7 +89,7 @@ def _install_sqlite_listeners(engine: AsyncEngine, *, foreign_keys: bool) -> Non
         finally:
             cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         write = connection.get_execution_options().get(WRITE_OPTION, False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -127,6 +129,24 @@ class Database:
             session.begin(),
         ):
             yield session
+
+    def write_lock(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """The in-process queue of SQLite's single writer (a no-op on PostgreSQL)."""
+        return self._write_lock or contextlib.nullcontext()
+
+    def sync_sqlite_engine(self) -> Engine | None:
+        """A sync engine on the same SQLite file whose connections write (None: PostgreSQL or in-memory).
+
+        For a caller that runs a whole write transaction in one worker thread (store/writer.py): one thread
+        hand-off per transaction instead of one per driver call. Its writes must hold `write_lock()`.
+        """
+        if self.dialect != "sqlite" or _is_memory(self.url):
+            return None
+        engine = create_engine(
+            self.url.set(drivername="sqlite"), pool_size=1, max_overflow=0, connect_args={"check_same_thread": False}
+        )
+        install_sqlite_listeners(engine, foreign_keys=True)
+        return engine.execution_options(**{WRITE_OPTION: True})
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
