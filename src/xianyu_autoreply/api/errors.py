@@ -16,6 +16,7 @@ Codes are part of the API contract: scripts branch on them, people read the mess
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -104,6 +105,27 @@ def _template_field(path: str) -> str:
     return "template"
 
 
+# Store and protocol errors that answer with a fixed code and status; the message is fixed where the exception's
+# own text could reveal something (a missing account must look like someone else's), else the exception's text.
+_PLAIN: dict[type[Exception], tuple[str, int, str | None]] = {
+    AccountNotFound: ("account_not_found", 404, "no such account"),
+    UserNotFound: ("user_not_found", 404, "no such user"),
+    NotFound: ("not_found", 404, None),
+    LastAdmin: ("last_admin", 409, None),
+    VersionConflict: ("version_conflict", 409, None),
+    Conflict: ("conflict", 409, None),
+    ProtocolError: ("invalid_value", 422, None),
+    InvalidValue: ("invalid_value", 422, None),
+}
+
+
+def _plain(code: str, status: int, fixed: str | None) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(error_body(code, fixed if fixed is not None else str(exc)), status)
+
+    return handler
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Make every error, the framework's 404/405/422 included, answer in the one JSON shape."""
 
@@ -130,29 +152,8 @@ def install_error_handlers(app: FastAPI) -> None:
         message = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid input"
         return JSONResponse(error_body("invalid_input", message, field=first["field"], errors=errors), 422)
 
-    @app.exception_handler(AccountNotFound)
-    async def _account_missing(request: Request, exc: AccountNotFound) -> JSONResponse:
-        return JSONResponse(error_body("account_not_found", "no such account"), 404)
-
-    @app.exception_handler(UserNotFound)
-    async def _user_missing(request: Request, exc: UserNotFound) -> JSONResponse:
-        return JSONResponse(error_body("user_not_found", "no such user"), 404)
-
-    @app.exception_handler(NotFound)
-    async def _missing(request: Request, exc: NotFound) -> JSONResponse:
-        return JSONResponse(error_body("not_found", str(exc)), 404)
-
-    @app.exception_handler(LastAdmin)
-    async def _last_admin(request: Request, exc: LastAdmin) -> JSONResponse:
-        return JSONResponse(error_body("last_admin", str(exc)), 409)
-
-    @app.exception_handler(VersionConflict)
-    async def _version(request: Request, exc: VersionConflict) -> JSONResponse:
-        return JSONResponse(error_body("version_conflict", str(exc)), 409)
-
-    @app.exception_handler(Conflict)
-    async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
-        return JSONResponse(error_body("conflict", str(exc)), 409)
+    for kind, (code, status, fixed) in _PLAIN.items():
+        app.add_exception_handler(kind, _plain(code, status, fixed))
 
     @app.exception_handler(InvalidCookie)
     async def _bad_cookie(request: Request, exc: InvalidCookie) -> JSONResponse:
@@ -166,14 +167,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TemplateError)
     async def _bad_template(request: Request, exc: TemplateError) -> JSONResponse:
         return JSONResponse(error_body("invalid_template", str(exc), field=_template_field(request.url.path)), 422)
-
-    @app.exception_handler(ProtocolError)
-    async def _protocol(request: Request, exc: ProtocolError) -> JSONResponse:
-        return JSONResponse(error_body("invalid_value", str(exc)), 422)
-
-    @app.exception_handler(InvalidValue)
-    async def _invalid(request: Request, exc: InvalidValue) -> JSONResponse:
-        return JSONResponse(error_body("invalid_value", str(exc)), 422)
 
     @app.exception_handler(DatabaseError)
     async def _database(request: Request, exc: DatabaseError) -> JSONResponse:

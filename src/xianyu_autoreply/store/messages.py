@@ -21,7 +21,7 @@ from .db import Database
 from .errors import AccountNotFound, InvalidValue
 from .models import ChatStateRow, MessageRow, utcnow
 from .records import ChatState, ChatSummary, Direction, Message
-from .writer import MessageWriter
+from .writer import MessageWriter, outbound_row
 
 _MESSAGE_KEY = ["account_id", "direction", "message_id"]
 _CHAT_KEY = ["account_id", "chat_id"]
@@ -121,20 +121,20 @@ class MessageStore(StoreBase):
         statement = (
             self._insert(MessageRow.__table__)
             .values(
-                account_id=account_id,
-                chat_id=chat_id,
-                message_id=message_id,
-                direction=Direction.OUT.value,
-                sender_id=sender_id,
-                item_id=item_id,
-                text=text,
-                content_type=content_type,
-                created_ms=created_ms,
-                recorded_at=utcnow(),
-                status=status,
-                reply_source=reply_source,
-                reply_reason=reply_reason,
-                reply_to=reply_to,
+                outbound_row(
+                    account_id,
+                    message_id,
+                    chat_id=chat_id,
+                    text=text,
+                    created_ms=created_ms,
+                    content_type=content_type,
+                    reply_source=reply_source,
+                    reply_reason=reply_reason,
+                    reply_to=reply_to,
+                    status=status,
+                    sender_id=sender_id,
+                    item_id=item_id,
+                )
             )
             .on_conflict_do_nothing(index_elements=_MESSAGE_KEY)
         )

@@ -86,6 +86,41 @@ class _BatchFailed(Exception):
     """A batch of several ops hit an error that belongs to one of them: retry them one by one."""
 
 
+def outbound_row(
+    account_id: str,
+    message_id: str,
+    *,
+    chat_id: str,
+    text: str,
+    created_ms: int,
+    content_type: str,
+    reply_source: str | None,
+    reply_reason: str | None,
+    reply_to: str | None,
+    status: str,
+    sender_id: str | None,
+    item_id: str | None,
+) -> dict[str, Any]:
+    """The log row of a message our side sent: one definition for the awaited and the queued write."""
+    return {
+        "account_id": account_id,
+        "chat_id": chat_id,
+        "message_id": message_id,
+        "direction": "out",
+        "sender_id": sender_id,
+        "sender_nick": None,
+        "item_id": item_id,
+        "text": text,
+        "content_type": content_type,
+        "created_ms": created_ms,
+        "recorded_at": utcnow(),
+        "status": status,
+        "reply_source": reply_source,
+        "reply_reason": reply_reason,
+        "reply_to": reply_to,
+    }
+
+
 class MessageWriter:
     """The conversation log's group-commit writer (one per `Store`, one task per event loop)."""
 
@@ -151,23 +186,20 @@ class MessageWriter:
         fence: Fence | None = None,
     ) -> None:
         """`Store.record_outbound` queued: written by the next batch, not awaited (idempotent per message id)."""
-        values = {
-            "account_id": account_id,
-            "chat_id": chat_id,
-            "message_id": message_id,
-            "direction": "out",
-            "sender_id": sender_id,
-            "sender_nick": None,
-            "item_id": item_id,
-            "text": text,
-            "content_type": content_type,
-            "created_ms": created_ms,
-            "recorded_at": utcnow(),
-            "status": status,
-            "reply_source": reply_source,
-            "reply_reason": reply_reason,
-            "reply_to": reply_to,
-        }
+        values = outbound_row(
+            account_id,
+            message_id,
+            chat_id=chat_id,
+            text=text,
+            created_ms=created_ms,
+            content_type=content_type,
+            reply_source=reply_source,
+            reply_reason=reply_reason,
+            reply_to=reply_to,
+            status=status,
+            sender_id=sender_id,
+            item_id=item_id,
+        )
         self._submit(_Outbound(values, fence), urgent=False)
 
     def mark_inbound(
