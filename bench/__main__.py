@@ -8,6 +8,8 @@
     soak_faults  RSS, open fds and tasks over 30 min with a platform fault every minute (bench/soak_faults.py)
     failover workers on PostgreSQL: SIGKILL failover and SIGTERM handover beside the lease TTL, rebalance
              churn beside a fair share, replies exactly once                    (bench/failover.py)
+    tls      wss:// beside ws:// on loopback: connect time and CPU, idle RSS and CPU per message per connection,
+             stdlib asyncio and uvloop                                          (bench/tls.py)
 
 `--quick` shrinks every size so that the whole set runs in a few minutes. Each bench prints its figures beside
 their references and writes `bench/results/<name>.json`. Figures, never a pass/fail.
@@ -22,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import codec, engine, failover, rules, session, soak, soak_faults
+from . import codec, engine, failover, rules, session, soak, soak_faults, tls
 from .harness import environment, write_result
 
 
@@ -52,6 +54,7 @@ BENCHES: dict[str, Callable[[bool], Any]] = {
     "soak": lambda quick: soak.main(["--quick"] if quick else []),
     "soak_faults": lambda quick: soak_faults.main(["--quick"] if quick else []),
     "failover": lambda quick: failover.main(["--quick"] if quick else []),
+    "tls": lambda quick: tls.main(["--quick"] if quick else []),
 }
 
 

@@ -7,6 +7,8 @@ The simulator runs in its own process; the engine (`AccountScheduler` on a temp 
 seller, default `EngineOptions`, heartbeat every 15 s) runs in this one. Figures:
 
 - time from `engine.start()` to every account `connected`, beside the floor the configured connect rate allows;
+- during start-up, `(t_s, connected, rss_kib)` every 0.5 s (raw `VmRSS`, nothing forced) and its slope in KiB per
+  connected account, drawn in `bench/results/engine.png` (RSS over accounts);
 - idle RSS per connected account beyond the process before the engine started (`VmRSS`, after `gc` and
   `malloc_trim`), with `--tracemalloc` the biggest allocation sites per account;
 - idle CPU of the engine (and of the simulator) in % of one core over `--idle-seconds`, all accounts heartbeating;
@@ -23,6 +25,7 @@ import random
 import sys
 import time
 import tracemalloc
+from pathlib import Path
 from typing import Any
 
 import websockets
@@ -33,19 +36,23 @@ from xianyu_autoreply.platform.session import ConnectionState
 from xianyu_autoreply.protocol import FrameKind, ack_diff_frame, encode_frame, new_device_id, parse_frame, reg_frame
 
 from .harness import (
+    RESULTS,
     Bed,
     Meter,
     SimulatorProcess,
+    StartupSampler,
     engine_on,
     environment,
     quiet_logs,
     settle_memory,
+    startup_rss_fit,
     summary_ms,
     test_bed,
     verdict,
     wait_connected,
     write_result,
 )
+from .plots import rss_over_accounts
 from .session import _Jar
 
 
@@ -94,7 +101,9 @@ async def measure(bed: Bed, spare: dict[str, str], args: argparse.Namespace) -> 
             print(f"  {count:>6,}/{n:,} connected", file=sys.stderr)
 
     meter = Meter(bed.sim.pid)
+    sampler = StartupSampler(engine, every=0.5)
     started = time.perf_counter()
+    sampler.start(started)
     await engine.start()
     try:
         result["start_call_s"] = time.perf_counter() - started
@@ -102,6 +111,8 @@ async def measure(bed: Bed, spare: dict[str, str], args: argparse.Namespace) -> 
             engine, n, timeout=args.connect_timeout, on_progress=progress
         )
         result["startup_cpu"] = meter.read()
+        result["startup_samples"] = await sampler.stop()
+        result["startup_rss_slope_kib"] = startup_rss_fit(result["startup_samples"])[0]
         await asyncio.sleep(5)
         rss_connected = settle_memory()
         result["rss_empty_kib"] = rss_empty
@@ -123,6 +134,7 @@ async def measure(bed: Bed, spare: dict[str, str], args: argparse.Namespace) -> 
         )
         result["update_cookie"] = await cookie_updates(engine, bed, spare, args)
     finally:
+        await sampler.stop()
         await engine.stop()
     return result
 
@@ -179,6 +191,8 @@ def summary(result: dict[str, Any]) -> str:
         f"{'idle RSS per connected account':34} {result['rss_per_account_kib']:8.1f} KiB (process "
         f"{result['rss_empty_kib'] / 1024:,.0f} MiB before, {result['rss_connected_kib'] / 1024:,.0f} MiB after; "
         f"target <= 64 KiB: {verdict(result['rss_per_account_kib'] <= 64)})",
+        f"{'RSS slope while connecting':34} {result['startup_rss_slope_kib']:8.1f} KiB per connected account "
+        f"(raw VmRSS, {len(result['startup_samples'])} samples; garbage not yet collected included)",
         f"{'idle CPU, engine':34} {idle['engine_core_pct']:8.2f} % of one core over {idle['wall_s']:.0f} s "
         f"({idle['heartbeats']:,} heartbeats; target <= 10 %: {verdict(idle['engine_core_pct'] <= 10)}); "
         f"simulator {idle['sim_core_pct']:.2f} %",
@@ -192,6 +206,21 @@ def summary(result: dict[str, Any]) -> str:
         lines.append("tracemalloc, bytes per account by file:")
         lines += [f"  {v:9,.0f}  {k}" for k, v in result["tracemalloc_per_account_b"].items()]
     return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> Path | None:
+    """RSS over connected accounts during start-up, the settled before/after figures beside it."""
+    n = result["settings"]["accounts"]
+    title = (
+        f"engine start-up: {n:,} accounts, connect rate {result['connect_rate']:,.0f}/s, all connected in "
+        f"{result['all_connected_s']:.1f} s; settled: {result['rss_per_account_kib']:.1f} KiB per account"
+        + (" (tracemalloc on: its own memory included)" if result["settings"].get("tracemalloc") else "")
+    )
+    settled = (
+        ("settled (gc + malloc_trim): before start", 0, result["rss_empty_kib"]),
+        ("settled: all connected + 5 s", n, result["rss_connected_kib"]),
+    )
+    return rss_over_accounts(result["startup_samples"], path, settled=settled, title=title)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -213,6 +242,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = asyncio.run(run(args))
     print(summary(result))
     print(f"wrote {write_result('engine', result)}")
+    if (png := plot(result, RESULTS / "engine.png")) is not None:
+        print(f"wrote {png}")
     return result
 
 

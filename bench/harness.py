@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,6 +73,27 @@ def summary_ms(samples: Sequence[float]) -> dict[str, float]:
 
 def ratio(value: float, reference: float) -> float:
     return value / reference if reference else math.nan
+
+
+def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """Least-squares slope and intercept of `ys` over `xs`; NaNs when fewer than two distinct `xs`."""
+    if len(xs) < 2:
+        return math.nan, math.nan
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    if not spread:
+        return math.nan, math.nan
+    k = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread
+    return k, mean_y - k * mean_x
+
+
+def startup_rss_fit(samples: Sequence[Mapping[str, float]]) -> tuple[float, float]:
+    """KiB of RSS per connected account (and the intercept) over start-up samples once connecting began.
+
+    Samples with no account connected yet are left out: they are the engine loading its store, a fixed cost.
+    """
+    connecting = [s for s in samples if s["connected"] > 0]
+    return linear_fit([s["connected"] for s in connecting], [s["rss_kib"] for s in connecting])
 
 
 def verdict(met: bool) -> str:
@@ -354,3 +375,44 @@ async def wait_connected(
             states = Counter((st.lifecycle.value, st.connection, st.last_error) for st in engine.states())
             raise TimeoutError(f"only {count}/{total} connected after {timeout:.0f} s: {states.most_common(8)}")
         await asyncio.sleep(0.05)
+
+
+class StartupSampler:
+    """`{t_s, connected, rss_kib}` about every `every` seconds while an engine starts, in a background task.
+
+    RSS is `VmRSS` read as it is (one small `/proc` read), never `settle_memory()`: its gc + malloc_trim would
+    perturb the start-up being measured. The curve so includes garbage not yet collected; the settled figure is
+    taken once start-up is over.
+    """
+
+    def __init__(self, engine: AccountScheduler, *, every: float = 0.5) -> None:
+        self.engine = engine
+        self.every = every
+        self.started = time.perf_counter()
+        self.samples: list[dict[str, float]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, started: float | None = None) -> None:
+        """Sample from now on; `t_s` counts from `started` (a `perf_counter()` reading), by default now."""
+        self.started = time.perf_counter() if started is None else started
+        self._task = asyncio.create_task(self._run())
+
+    def sample(self) -> None:
+        """Record one sample now (also callable between the timed ones)."""
+        t_s = round(time.perf_counter() - self.started, 3)
+        self.samples.append({"t_s": t_s, "connected": connected_count(self.engine), "rss_kib": rss_kib()})
+
+    async def _run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(self.every)
+
+    async def stop(self) -> list[dict[str, float]]:
+        """Stop sampling, take one last sample (start-up's end) and return them all; again returns the same."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+            self.sample()
+        return self.samples

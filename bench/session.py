@@ -16,7 +16,8 @@ itself (`POST /_sim/load`); reply latency is measured at the simulator (push -> 
 4. the engine: `AccountScheduler` on a temp SQLite with one account per seller (default reply set), same load;
 5. peak: the engine under rising load; replies/s achieved with engine and simulator CPU, naming what saturates.
 
-Figures beside their references as ratios; never a pass/fail.
+Figures beside their references as ratios; never a pass/fail. Every measured load also keeps its reply latency
+per 1 s window (`latency_windows`); the engine's steady load is drawn in `bench/results/session.png`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import json
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import websockets
@@ -53,12 +55,14 @@ from xianyu_autoreply.protocol import (
 )
 
 from .harness import (
+    RESULTS,
     Bed,
     Meter,
     SimulatorProcess,
     connected_count,
     engine_on,
     environment,
+    percentile,
     quiet_logs,
     ratio,
     summary_ms,
@@ -67,6 +71,7 @@ from .harness import (
     wait_connected,
     write_result,
 )
+from .plots import latency_over_time
 
 REPLY_TEXT = "在的，亲，直接拍就行"
 
@@ -182,6 +187,57 @@ class LoadedRtt:
         return list(json.loads(out)["samples_ms"])
 
 
+class LatencyWindows:
+    """One load's reply latencies as they arrive at the simulator: all of them, and p50/p99 per `window_s` window.
+
+    The simulator's list is read WITHOUT reset and sliced past what was already seen: a reset also forgets the push
+    times of messages still in flight, so their replies would drop out of the figures, the slowest first. All the
+    samples are kept, so the load's overall percentiles are still over every reply. A window holds the replies
+    read during it (`t_s` is its end, seconds from the load start); one landing on a boundary may count in the next.
+    """
+
+    def __init__(self, sim: SimulatorProcess, *, window_s: float = 1.0) -> None:
+        self.sim = sim
+        self.window_s = window_s
+        self.started = time.perf_counter()
+        self.samples: list[float] = []
+        self.windows: list[dict[str, float]] = []
+        self._open: list[float] = []
+        self._open_end = window_s
+
+    async def read(self) -> int:
+        """Take the replies since the last read into the open window, close the windows that ended; the count."""
+        new = (await self.sim.latencies())[len(self.samples) :]
+        self.samples += new
+        self._open += new
+        while time.perf_counter() - self.started >= self._open_end:
+            self._close()
+        return len(new)
+
+    def _close(self) -> None:
+        w = self._open
+        self.windows.append(
+            {"t_s": round(self._open_end, 3), "count": len(w), "p50_ms": percentile(w, 50), "p99_ms": percentile(w, 99)}
+        )
+        self._open = []
+        self._open_end += self.window_s
+
+    async def every_window(self, stop: asyncio.Event) -> None:
+        """Read at each window's end until `stop` is set; returns between reads, so no reply is half-read."""
+        while True:
+            try:
+                await asyncio.wait_for(stop.wait(), max(0.0, self.started + self._open_end - time.perf_counter()))
+                return
+            except TimeoutError:
+                await self.read()
+
+    def finish(self) -> list[dict[str, float]]:
+        """Close the last, partial window (if it holds replies) and return them all."""
+        if self._open:
+            self._close()
+        return self.windows
+
+
 async def measured_load(
     sim: SimulatorProcess,
     rate: float,
@@ -195,6 +251,8 @@ async def measured_load(
 
     `replies_per_s` is replies / (load start -> last reply seen): the rate the engine actually answered at.
     With `probe` (a seller outside `sellers`), a raw client in its own process measures the RTT during the load.
+    Latencies are read every second during the load (`latency_windows`), in every measured load alike, so the
+    simulator does the same extra work beside the engine as beside the references.
     """
     settled_s = await sim.settle()
     await sim.latencies(reset=True)
@@ -202,22 +260,29 @@ async def measured_load(
     if rtt_probe is not None:
         await rtt_probe.start(seconds)
     meter = Meter(sim.pid)
-    status = await sim.run_load(rate, seconds, sellers)
-    cpu = meter.read()
-    loaded_rtt = summary_ms(await rtt_probe.samples()) if rtt_probe is not None else None
-    samples = await sim.latencies()
+    replies = LatencyWindows(sim)
+    stop = asyncio.Event()
+    reader = asyncio.create_task(replies.every_window(stop))
+    try:
+        status = await sim.run_load(rate, seconds, sellers)
+        cpu = meter.read()
+        loaded_rtt = summary_ms(await rtt_probe.samples()) if rtt_probe is not None else None
+    finally:
+        stop.set()
+        await reader
+    await replies.read()
     last_reply_s = meter.read()["wall_s"]
     deadline = time.monotonic() + drain
     quiet_since = time.monotonic()
-    while len(samples) < status.get("sent", 0) and time.monotonic() < deadline:
+    while len(replies.samples) < status.get("sent", 0) and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
-        more = await sim.latencies()
-        if len(more) != len(samples):
-            samples, quiet_since = more, time.monotonic()
+        if await replies.read():
+            quiet_since = time.monotonic()
             last_reply_s = meter.read()["wall_s"]
         elif time.monotonic() - quiet_since > 2.0:
             break
     cpu_total = meter.read()
+    samples = replies.samples
     return {
         "rate": rate,
         "seconds": seconds,
@@ -233,6 +298,7 @@ async def measured_load(
         "engine_cpu_ms_per_reply": 1000 * cpu_total["engine_cpu_s"] / max(1, len(samples)),
         "sim_cpu_ms_per_reply": 1000 * cpu_total["sim_cpu_s"] / max(1, len(samples)),
         "loaded_rtt_ms": loaded_rtt,
+        "latency_windows": replies.finish(),
     }
 
 
@@ -447,6 +513,24 @@ def summary(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def plot(result: dict[str, Any], path: Path) -> Path | None:
+    """The engine's steady load: reply latency p50/p99 per second beside the RTT measured under that same load."""
+    s, load = result["settings"], result["engine"]["load"]
+    m = load["latency_ms"]
+    title = (
+        f"engine reply latency per 1 s window: {s['accounts']:,} accounts, {s['rate']:,.0f} buyer msg/s for "
+        f"{s['seconds']:g} s\n(overall over all {m['count']:,} replies: p50 {m['p50']:.2f} ms, p99 {m['p99']:.2f} ms)"
+    )
+    return latency_over_time(
+        load["latency_windows"],
+        path,
+        reference_ms=(load["loaded_rtt_ms"] or {}).get("p50"),
+        reference_label="raw /! RTT p50 under the same load:",
+        load_end_s=load["seconds"],
+        title=title,
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench.session", description=__doc__.splitlines()[0])
     p.add_argument("--accounts", type=int, default=1000)
@@ -465,6 +549,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = asyncio.run(run(args))
     print(summary(result))
     print(f"wrote {write_result('session', result)}")
+    if (png := plot(result, RESULTS / "session.png")) is not None:
+        print(f"wrote {png}")
     return result
 
 

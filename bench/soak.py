@@ -6,7 +6,8 @@
 The simulator (own process) pushes `--rate` buyer messages a second, each into a new chat, spread over every
 account; the engine (`AccountScheduler`, SQLite, default reply on every account) answers them. RSS (`VmRSS`,
 after `gc` + `malloc_trim`) is sampled every 30 s; the figure is the last sample beside the one at the end of the
-first minute, as a ratio. Reply latency per 30 s window is recorded too, to show the engine kept up.
+first minute, as a ratio. Reply latency per 30 s window is recorded too, to show the engine kept up; both are drawn
+over time in `bench/results/soak.png`.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+import tracemalloc
+from pathlib import Path
 from typing import Any
 
 from xianyu_autoreply.engine.gc_tuning import freeze_long_lived
 
 from .harness import (
+    RESULTS,
     Meter,
     engine_on,
     environment,
@@ -30,6 +34,7 @@ from .harness import (
     wait_connected,
     write_result,
 )
+from .plots import rss_and_latency_over_time
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -49,6 +54,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             started = time.monotonic()
             meter = Meter(bed.sim.pid)
             samples: list[dict[str, Any]] = []
+            snapshot: tracemalloc.Snapshot | None = None
+            if args.tracemalloc:
+                tracemalloc.start(1)
             while (elapsed := time.monotonic() - started) < seconds:
                 await asyncio.sleep(min(args.sample_every, seconds - elapsed))
                 lat = summary_ms(await bed.sim.latencies(reset=True))
@@ -63,12 +71,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "engine_core_pct": cpu["engine_core_pct"],
                 }
                 samples.append(sample)
+                if args.tracemalloc and snapshot is None and sample["t_s"] >= 60:
+                    snapshot = tracemalloc.take_snapshot()
                 print(
                     f"  {sample['t_s']:6.0f} s  RSS {sample['rss_kib'] / 1024:7.1f} MiB  "
                     f"{lat['count'] / args.sample_every:6.0f} replies/s  p50 {lat['p50']:7.1f} ms  "
                     f"p99 {lat['p99']:7.1f} ms  engine {cpu['engine_core_pct']:3.0f} %"
                 )
             await bed.sim.stop_load()
+            if snapshot is not None:
+                result["tracemalloc_growth_kib"] = growth_sites(snapshot, tracemalloc.take_snapshot())
+                tracemalloc.stop()
         finally:
             await engine.stop()
     first = next(s for s in samples if s["t_s"] >= min(60, samples[-1]["t_s"]))
@@ -80,17 +93,44 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def growth_sites(first: tracemalloc.Snapshot, last: tracemalloc.Snapshot, top: int = 15) -> dict[str, float]:
+    """The lines whose live allocations grew most between the two snapshots (KiB)."""
+    stats = last.compare_to(first, "lineno")[:top]
+    return {
+        f"{str(s.traceback[0].filename).split('site-packages/')[-1]}:{s.traceback[0].lineno}": s.size_diff / 1024
+        for s in stats
+    }
+
+
 def summary(result: dict[str, Any]) -> str:
     s = result["settings"]
     g = result["growth_pct"]
+    lines = [f"  {kib:9,.0f} KiB  {site}" for site, kib in result.get("tracemalloc_growth_kib", {}).items()]
+    if lines:
+        lines.insert(0, "tracemalloc, growth from the first minute to the end, by line:")
     return "\n".join(
         [
+            *lines,
             f"soak: {s['accounts']:,} accounts, {s['rate']:,.0f} msg/s for {s['minutes']:g} min",
             f"RSS after the first minute {result['first_minute_rss_kib'] / 1024:8.1f} MiB (reference)",
             f"RSS at the end             {result['end_rss_kib'] / 1024:8.1f} MiB = "
             f"{result['end_rss_kib'] / result['first_minute_rss_kib']:.3f}x ({g:+.1f} %; target within 5 %: "
             f"{verdict(abs(g) <= 5)})",
         ]
+    )
+
+
+def plot(result: dict[str, Any], path: Path) -> Path | None:
+    """RSS over time against the first minute's, and reply latency per window (the engine kept up)."""
+    s = result["settings"]
+    end_over_first = result["end_rss_kib"] / result["first_minute_rss_kib"]
+    title = (
+        f"soak: {s['accounts']:,} accounts, {s['rate']:,.0f} buyer msg/s for {s['minutes']:g} min; RSS at the end "
+        f"{end_over_first:.3f}x the first minute's ({result['growth_pct']:+.1f} %)"
+        + ("\n(tracemalloc on from the load's start: its own memory is in the RSS)" if s.get("tracemalloc") else "")
+    )
+    return rss_and_latency_over_time(
+        result["samples"], path, rss_reference_kib=result["first_minute_rss_kib"], title=title
     )
 
 
@@ -101,6 +141,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--sample-every", type=float, default=30.0, help="seconds between RSS samples")
     p.add_argument("--quick", action="store_true", help="200 accounts, 2 minutes, samples every 15 s")
+    p.add_argument("--tracemalloc", action="store_true", help="print the lines whose allocations grew after minute 1")
     return p
 
 
@@ -111,6 +152,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = asyncio.run(run(args))
     print(summary(result))
     print(f"wrote {write_result('soak', result)}")
+    if (png := plot(result, RESULTS / "soak.png")) is not None:
+        print(f"wrote {png}")
     return result
 
 

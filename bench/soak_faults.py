@@ -42,6 +42,7 @@ from .harness import (
     wait_connected,
 )
 from .harness import write_result as write_json
+from .plots import pyplot, save
 
 DOCS_PLOT = Path(__file__).resolve().parent.parent / "docs" / "soak.png"
 
@@ -214,13 +215,8 @@ def write_csv(samples: list[dict[str, Any]], path: Path) -> Path:
 
 def plot(result: dict[str, Any], path: Path) -> Path | None:
     """RSS, fds, tasks and connected sessions over time, faults marked; None when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("no plot: pip install -e '.[bench]' for matplotlib")
+    plt = pyplot()
+    if plt is None:
         return None
     samples = result["samples"]
     minutes = [s["t_s"] / 60 for s in samples]
@@ -252,10 +248,7 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     )
     axes[-1].set_xlabel("minutes", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=80)
 
 
 def parser() -> argparse.ArgumentParser:
