@@ -73,7 +73,8 @@ class AccountReplier:
         self.account_id = account_id
         self.rules = rules or RuleIndex.build([])
         self.settings = settings or ReplySettings()
-        self.state = ReplyState(settings=self.settings)
+        # No message-id memory: the session's durable claim (the store's unique key) drops every duplicate first.
+        self.state = ReplyState(settings=self.settings, seen_capacity=0)
         self._history = history
         self._facts = facts
         self._on_decision = on_decision

@@ -51,6 +51,8 @@ from .templates import TemplateError, TemplateValues, render
 IMAGE_ECHO_TEXT = "[图片]"
 # Slack on top of the expiry window while remembering message ids: clocks of the platform and ours differ.
 _SEEN_SLACK_MS = 600_000
+# How many chats remember their one default reply (per account); beyond it the oldest chat may get it again.
+DEFAULT_SENT_CHATS = 100_000
 
 
 class Action(enum.StrEnum):
@@ -172,11 +174,15 @@ class ReplyState:
     __slots__ = ("bargain_rounds", "debouncing", "default_sent", "paused_until", "seen", "sent")
 
     def __init__(self, *, settings: ReplySettings | None = None, seen_capacity: int = 50_000) -> None:
+        """`seen_capacity=0` when the caller already drops duplicates durably before `decide` (the engine's claim
+        in the database): the policy then keeps no message ids at all, instead of a second copy of that guard."""
         expire_ms = int((settings or ReplySettings()).message_expire_seconds * 1000)
         self.seen = SeenMessages(capacity=seen_capacity, ttl_ms=max(expire_ms, 0) + _SEEN_SLACK_MS)
         self.sent = SentTexts()
         self.paused_until: dict[str, int] = {}
-        self.default_sent: set[str] = set()
+        # Chats that had their one default reply (`default_reply_once_per_chat`); a dict as an insertion-ordered
+        # set, so that the oldest chats are forgotten first beyond `DEFAULT_SENT_CHATS`.
+        self.default_sent: dict[str, None] = {}
         self.bargain_rounds: dict[str, int] = {}
         self.debouncing: dict[str, tuple[str, int]] = {}
 
@@ -200,7 +206,9 @@ class ReplyState:
                     if self.debouncing.get(chat_id, ("", 0))[0] == key:
                         del self.debouncing[chat_id]
                 case MarkDefaultSent(chat_id):
-                    self.default_sent.add(chat_id)
+                    self.default_sent[chat_id] = None
+                    if len(self.default_sent) > DEFAULT_SENT_CHATS:
+                        del self.default_sent[next(iter(self.default_sent))]
                 case CountBargainRound(chat_id):
                     self.bargain_rounds[chat_id] = self.bargain_rounds.get(chat_id, 0) + 1
                 case RecordSent(chat_id, text, uuid):
@@ -395,5 +403,6 @@ def _default_reply(
         Reason.DEFAULT_REPLY,
         source="default",
         reply=OutgoingReply(text),
-        changes=(MarkDefaultSent(event.chat_id),),
+        # Remembered only when it matters: an account answering every chat by default keeps no per-chat memory.
+        changes=(MarkDefaultSent(event.chat_id),) if settings.default_reply_once_per_chat else (),
     )

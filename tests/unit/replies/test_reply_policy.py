@@ -4,6 +4,7 @@ from decimal import Decimal
 import pytest
 
 from xianyu_autoreply.protocol.events import OrderEvent, OrderStatus, SystemNotice, Typing, UnknownPayload
+from xianyu_autoreply.replies import policy
 from xianyu_autoreply.replies.policy import (
     Action,
     Decision,
@@ -348,6 +349,35 @@ def test_default_once_per_chat_is_used_once() -> None:
     assert (used.action, used.reason) == (Action.NONE, Reason.DEFAULT_ONCE_PER_CHAT_USED)
     assert account.receive(buyer("能用多久", chat_id="c2")).reason is Reason.DEFAULT_REPLY
     assert account.receive(buyer("在吗")).source == "rule:hello"
+
+
+def test_default_reply_for_every_message_keeps_no_memory_per_chat() -> None:
+    # A studio answering every new chat by default must not grow a set of every chat it ever answered.
+    account = Account()
+    for n in range(1_000):
+        assert account.receive(buyer("成色怎么样", chat_id=f"c{n}")).reason is Reason.DEFAULT_REPLY
+    assert len(account.state.default_sent) == 0
+
+
+def test_default_once_per_chat_forgets_the_oldest_chats_beyond_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(policy, "DEFAULT_SENT_CHATS", 3)
+    account = Account(replace(SETTINGS, default_reply_once_per_chat=True))
+    for chat in ("c1", "c2", "c3", "c4"):
+        assert account.receive(buyer("成色怎么样", chat_id=chat)).reason is Reason.DEFAULT_REPLY
+    assert len(account.state.default_sent) == 3
+    assert account.receive(buyer("还在吗亲", chat_id="c4")).reason is Reason.DEFAULT_ONCE_PER_CHAT_USED
+    assert account.receive(buyer("还在吗亲", chat_id="c1")).reason is Reason.DEFAULT_REPLY  # forgotten: the oldest
+
+
+def test_state_without_id_memory_leaves_duplicates_to_the_caller() -> None:
+    # The engine's durable claim drops duplicates before `decide`; its state keeps no ids (seen_capacity=0).
+    account = Account()
+    account.state = ReplyState(settings=SETTINGS, seen_capacity=0)
+    message = buyer("成色怎么样")
+    assert account.receive(message).reason is Reason.DEFAULT_REPLY
+    assert account.receive(message).reason is Reason.DEFAULT_REPLY
+    assert len(account.state.seen) == 0
+    assert Account().receive(message).reason is Reason.DEFAULT_REPLY
 
 
 def test_no_rule_and_no_default_is_no_match() -> None:
