@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -113,20 +114,24 @@ class Simulator:
         app.add_routes(control.routes(self))
         return app
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Listen on `host:port` (0 = a free port); the URLs are known once this returns."""
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        """Listen on `host:port` (0 = a free port); the URLs are known once this returns.
+
+        With a server `ssl_context` every URL is `https://` / `wss://`, as the real platform's: for the client's
+        TLS path (one verified context shared by every connection, platform/session.py).
+        """
         if self._runner is not None:
             raise RuntimeError("the simulator is already running")
         runner = web.AppRunner(self._app(), access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
-        site = LoopbackSite(runner, host, port)
+        site = LoopbackSite(runner, host, port, ssl_context=ssl_context)
         try:
             await site.start()
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
-        self._url, self._port = http_url(host, site.port), site.port
+        self._url, self._port = http_url(host, site.port, tls=ssl_context is not None), site.port
         self._sweeper = asyncio.get_running_loop().create_task(self._im.sweep_idle())
 
     async def stop(self) -> None:
@@ -177,7 +182,7 @@ class Simulator:
 
     @property
     def ws_url(self) -> str:
-        return self.base_url.replace("http://", "ws://", 1) + "/"
+        return "ws" + self.base_url.removeprefix("http") + "/"  # http -> ws, https -> wss
 
     @property
     def mtop_url(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 
 from aiohttp import web
 
@@ -29,9 +30,10 @@ _DEDUPED = frozenset(
 )
 
 
-def http_url(host: str, port: int) -> str:
-    """`http://host:port`, with an IPv6 address in brackets."""
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def http_url(host: str, port: int, *, tls: bool = False) -> str:
+    """`http://host:port` (`https://` with `tls`), with an IPv6 address in brackets."""
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def dedupe_head(head: bytes) -> bytes:
@@ -92,8 +94,16 @@ class _FirstHeadFilter(asyncio.Protocol):
 class LoopbackSite(web.BaseSite):
     """A TCP site like aiohttp's `TCPSite`, with the head filter; `port` is the bound one after `start()`."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, *, backlog: int = 4096) -> None:
-        super().__init__(runner, backlog=backlog)
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        backlog: int = 4096,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(runner, backlog=backlog, ssl_context=ssl_context)
         self._host = host
         self._port = port
 
@@ -103,7 +113,7 @@ class LoopbackSite(web.BaseSite):
 
     @property
     def name(self) -> str:
-        return http_url(self._host, self._port)
+        return http_url(self._host, self._port, tls=self._ssl_context is not None)
 
     async def start(self) -> None:
         await super().start()
@@ -118,5 +128,6 @@ class LoopbackSite(web.BaseSite):
             backlog=self._backlog,
             reuse_address=True,
             family=socket.AF_UNSPEC,
+            ssl=self._ssl_context,
         )
         self._port = self._server.sockets[0].getsockname()[1]
