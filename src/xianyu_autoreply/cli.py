@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from . import __version__
+from . import __version__, runtime
 
 app = typer.Typer(
     name="xianyu-autoreply",
@@ -53,7 +53,6 @@ def serve(
     ] = False,
 ) -> None:
     """Run the API, the web admin and the account engine on the configured database (XAR_HOST:XAR_PORT)."""
-    import asyncio
     import contextlib
 
     from .api.server import run_server
@@ -68,17 +67,24 @@ def serve(
 
     def ready(server: object) -> None:
         url = getattr(server, "url", "")
-        console.print(f"serving on [bold]{url}[/bold] (API docs at {url}/docs); Ctrl+C stops", highlight=False)
+        loop = runtime.loop_name(settings.event_loop)
+        console.print(f"serving on [bold]{url}[/bold] (API docs at {url}/docs, {loop}); Ctrl+C stops", highlight=False)
 
     try:
         with contextlib.suppress(KeyboardInterrupt):  # a Ctrl+C before the server's own handler is installed
-            asyncio.run(run_server(settings, engine_enabled=not no_engine, on_ready=ready, console=console))
+            runtime.run(
+                run_server(settings, engine_enabled=not no_engine, on_ready=ready, console=console),
+                loop=settings.event_loop,
+            )
     except OSError as exc:
         console.print(f"[red]cannot listen on {settings.host}:{settings.port}[/red]: {exc.strerror or exc}")
         raise typer.Exit(1) from None
     except StoreError as exc:
         console.print(f"[red]database error[/red]: {exc}")
         raise typer.Exit(1) from None
+    except runtime.EventLoopUnavailable as exc:
+        console.print(f"[red]configuration error[/red]: {exc}")
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -93,14 +99,13 @@ def demo(
     ] = None,
 ) -> None:
     """Run the simulator, the service and scripted buyers on loopback: open the printed URL and watch it reply."""
-    import asyncio
     import contextlib
 
     from .demo import run_demo
 
     with contextlib.suppress(KeyboardInterrupt):  # a Ctrl+C before the server's own handler is installed
         try:
-            asyncio.run(run_demo(data_dir=data_dir, port=port, seconds=seconds, console=Console()))
+            runtime.run(run_demo(data_dir=data_dir, port=port, seconds=seconds, console=Console()))
         except OSError as exc:
             console.print(f"[red]cannot start the demo[/red]: {exc.strerror or exc}")
             raise typer.Exit(1) from None
@@ -147,10 +152,13 @@ def worker() -> None:
             await store.close()
 
     try:
-        asyncio.run(run())
+        runtime.run(run(), loop=settings.event_loop)
     except StoreError as exc:
         console.print(f"[red]database error[/red]: {exc}")
         raise typer.Exit(1) from None
+    except runtime.EventLoopUnavailable as exc:
+        console.print(f"[red]configuration error[/red]: {exc}")
+        raise typer.Exit(2) from None
 
 
 users_app = typer.Typer(help="Users of the web admin and API.", no_args_is_help=True)

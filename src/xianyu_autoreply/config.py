@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
@@ -107,6 +107,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     admin_username: str = "admin"
     admin_password: SecretStr | None = None
+    # `auto`: uvloop when installed (the `speed` extra), else the standard loop; see runtime.py.
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     platform: PlatformSettings = PlatformSettings()
     session: SessionSettings = SessionSettings()
     cluster: ClusterSettings = ClusterSettings()

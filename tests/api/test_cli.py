@@ -20,6 +20,14 @@ from xianyu_autoreply.config import load_settings
 from xianyu_autoreply.store import Store
 
 
+def _no_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
 def _env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("XAR_")}
     env.update(XAR_DATA_DIR=str(data_dir), XAR_PORT="0", XAR_HOST="127.0.0.1", COLUMNS="200", **extra)
@@ -27,15 +35,15 @@ def _env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    ("stop_signal", "args", "engine"),
-    [(signal.SIGINT, [], "running"), (signal.SIGTERM, ["--no-engine"], "disabled")],
-    ids=["sigint", "sigterm-no-engine"],
+    ("stop_signal", "args", "engine", "event_loop"),
+    [(signal.SIGINT, [], "running", "auto"), (signal.SIGTERM, ["--no-engine"], "disabled", "asyncio")],
+    ids=["sigint-auto-loop", "sigterm-no-engine-asyncio"],
 )
 def test_serve_answers_and_stops_cleanly_on_a_signal(
-    tmp_path: Path, stop_signal: signal.Signals, args: list[str], engine: str
+    tmp_path: Path, stop_signal: signal.Signals, args: list[str], engine: str, event_loop: str
 ) -> None:
     command = [sys.executable, "-m", "xianyu_autoreply.cli", "serve", *args]
-    env = _env(tmp_path / "data", XAR_ADMIN_PASSWORD="cli-admin-pass")
+    env = _env(tmp_path / "data", XAR_ADMIN_PASSWORD="cli-admin-pass", XAR_EVENT_LOOP=event_loop)
     with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as process:
         assert process.stderr is not None
         url = None
@@ -47,6 +55,9 @@ def test_serve_answers_and_stops_cleanly_on_a_signal(
                 url = found.group(1)
                 break
         assert url, "".join(seen)
+        # `auto` runs on uvloop when it is installed (the test extra installs it), `asyncio` on the stdlib loop.
+        expected_loop = "asyncio" if event_loop == "asyncio" or _no_uvloop() else "uvloop"
+        assert f", {expected_loop})" in seen[-1], seen[-1]
         ready = httpx.get(f"{url}/readyz", timeout=10)
         assert ready.status_code == 200 and ready.json()["engine"] == engine
         token = httpx.post(
