@@ -1,6 +1,7 @@
 """The conversation log's group commit (store/writer.py): batches keep every caller's own answer and error."""
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -89,3 +90,19 @@ async def test_a_backlog_longer_than_one_batch_is_written_whole(
         store.log_writer.mark_inbound(account, f"m{n}", status="ignored")
     await store.log_writer.flush()
     assert {m.status for m in await store.list_messages(account, limit=1000)} == {"ignored"}
+
+
+async def test_rows_from_the_writer_read_back_like_rows_written_one_by_one(store: Store, account: str) -> None:
+    # On a SQLite file the writer's batches bypass the ORM (store/log_sqlite.py); what a user reads must not differ.
+    await store.record_outbound(account, "one", chat_id="c9", text="您好 {x}", created_ms=5, reply_source="rule:1")
+    store.log_writer.record_outbound(account, "two", chat_id="c9", text="您好 {x}", created_ms=5, reply_source="rule:1")
+    assert await _claim(store, account, "m9")
+    await store.log_writer.flush()
+    by_id = {m.message_id: m for m in await store.list_messages(account, chat_id="c9")}
+    one, two = by_id["one"], by_id["two"]
+    same = {"id": 0, "message_id": "", "recorded_at": one.recorded_at}
+    assert dataclasses.replace(one, **same) == dataclasses.replace(two, **same)
+    assert type(two.recorded_at) is type(one.recorded_at)
+    assert abs((two.recorded_at - one.recorded_at).total_seconds()) < 60
+    (claimed,) = [m for m in await store.list_messages(account) if m.message_id == "m9"]
+    assert (claimed.direction, claimed.text, claimed.status) == ("in", "在吗", "received")

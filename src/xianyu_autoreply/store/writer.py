@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from .cluster import Fence, FencedOut, check_fence_sync
 from .db import WRITE_OPTION, Database, database_error
 from .errors import AccountNotFound, StoreError
+from .log_sqlite import RawLog
 from .models import MessageRow, utcnow
 
 log = structlog.get_logger("xianyu_autoreply.store.writer")
@@ -159,6 +161,7 @@ class MessageWriter:
         # transaction; through aiosqlite every driver call is a thread hand-off, ~15 per batch).
         self._sqlite: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
+        self._raw: RawLog | None = None  # made and used in the thread only
 
     # --- submitting -------------------------------------------------------------------------------------------
 
@@ -252,7 +255,7 @@ class MessageWriter:
             engine, thread, self._sqlite, self._thread = self._sqlite, self._thread, None, None
             if thread is not None:
                 if engine is not None:  # after any batch still running in the thread (one worker: FIFO)
-                    await asyncio.get_running_loop().run_in_executor(thread, engine.dispose)
+                    await asyncio.get_running_loop().run_in_executor(thread, self._close_in_thread, engine)
                 thread.shutdown(wait=False)
 
     def _submit(self, op: _Op, *, urgent: bool = True) -> None:
@@ -349,12 +352,48 @@ class MessageWriter:
                         await conn.run_sync(self._apply, ops, outcome)
         except (StoreError, _BatchFailed):
             raise
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        except (SQLAlchemyError, sqlite3.Error, OSError, TimeoutError) as exc:
             raise database_error(exc) from exc
 
     def _apply_in_thread(self, engine: Engine, ops: Sequence[_Op], outcome: _Outcome) -> None:
+        if not any(isinstance(op, _Claim | _Outbound) and op.fence is not None for op in ops):
+            if self._raw is None:
+                self._raw = RawLog(engine)
+            self._apply_raw(self._raw, ops, outcome)
+            return
         with engine.begin() as conn:  # BEGIN IMMEDIATE (the engine's write option) ... COMMIT
             self._apply(conn, ops, outcome)
+
+    def _close_in_thread(self, engine: Engine) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            raw.close()
+        engine.dispose()
+
+    def _apply_raw(self, raw: RawLog, ops: Sequence[_Op], outcome: _Outcome) -> None:
+        """`_apply` for an unfenced batch on the raw SQLite connection (log_sqlite.py: ~10x less CPU)."""
+        claims = [op for op in ops if isinstance(op, _Claim)]
+        try:
+            inserted = raw.write(
+                insert=self._outbound_sql,  # the claim's INSERT without RETURNING: `rowcount` answers instead
+                claims=[op.values for op in claims],
+                outbound=[op.values for op in ops if isinstance(op, _Outbound)],
+                update=self._mark_sql,
+                marks=[op.params for op in ops if isinstance(op, _Mark)],
+            )
+        except IntegrityError as exc:
+            self._refused(ops, exc)
+        for op, went_in in zip(claims, inserted, strict=True):
+            outcome.claimed[id(op)] = went_in
+
+    @staticmethod
+    def _refused(ops: Sequence[_Op], exc: IntegrityError) -> None:
+        # The only constraint besides the key: the account's foreign key. Several ops: find the owner one by one.
+        if len(ops) > 1:
+            raise _BatchFailed() from exc
+        op = ops[0]
+        values = op.values if isinstance(op, _Claim | _Outbound) else {}
+        raise AccountNotFound(values.get("account_id", "")) from exc
 
     def _apply(self, conn: Connection, ops: Sequence[_Op], outcome: _Outcome) -> None:
         """The batch's statements on a sync Core connection, inside its transaction (no ORM session)."""
@@ -392,11 +431,7 @@ class MessageWriter:
                     inserted.discard(key)
             if outbound:
                 conn.execute(self._outbound_sql, outbound)
-        except IntegrityError as exc:  # the only other constraint: the account's foreign key
-            if len(ops) > 1:
-                raise _BatchFailed() from exc
-            op = ops[0]
-            values = op.values if isinstance(op, _Claim | _Outbound) else {}
-            raise AccountNotFound(values.get("account_id", "")) from exc
+        except IntegrityError as exc:
+            self._refused(ops, exc)
         if marks:
             conn.execute(self._mark_sql, marks)
