@@ -41,9 +41,11 @@ from .harness import (
     Meter,
     SimulatorProcess,
     StartupSampler,
+    add_loop_option,
     engine_on,
     environment,
     quiet_logs,
+    run_on,
     settle_memory,
     startup_rss_fit,
     summary_ms,
@@ -232,6 +234,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--connect-timeout", type=float, default=300.0, help="give up waiting for all connected")
     p.add_argument("--tracemalloc", action="store_true", help="print allocation sites per account (slower)")
     p.add_argument("--quick", action="store_true", help="1,000 accounts, 10 s idle, 20 updates")
+    add_loop_option(p)
     return p
 
 
@@ -239,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser().parse_args(argv)
     if args.quick:
         args.accounts, args.idle_seconds, args.updates = min(args.accounts, 1000), 10.0, 20
-    result = asyncio.run(run(args))
+    result = run_on(run(args), args.loop)
     print(summary(result))
     print(f"wrote {write_result('engine', result)}")
     if (png := plot(result, RESULTS / "engine.png")) is not None:

@@ -8,6 +8,7 @@ time (user + system, all threads) from `os.times()` for this process and `/proc/
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import gc
@@ -20,18 +21,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import structlog
 
+from xianyu_autoreply import runtime
 from xianyu_autoreply.config import Settings, load_settings
 from xianyu_autoreply.engine.scheduler import AccountScheduler, EngineOptions
 from xianyu_autoreply.platform.session import ConnectionState
+from xianyu_autoreply.runtime import EventLoopChoice
 from xianyu_autoreply.store import AccountSettings, Store
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -130,10 +133,35 @@ def settle_memory() -> int:
     return rss_kib()
 
 
+T = TypeVar("T")
+LOOPS = ("auto", "asyncio", "uvloop")
+
+
+def add_loop_option(p: argparse.ArgumentParser) -> None:
+    """`--loop`: the bench process's event loop. Default `auto` = what `serve` runs on (uvloop when installed);
+    every reference client in the same process (and the RTT probe process) runs on the same loop."""
+    p.add_argument("--loop", choices=LOOPS, default="auto", help="event loop (auto: uvloop when installed)")
+
+
+def run_on(main: Coroutine[Any, Any, T], loop: EventLoopChoice) -> T:
+    """`asyncio.run(main)` on the chosen loop (`xianyu_autoreply.runtime`, as the service's commands)."""
+    return runtime.run(main, loop=loop)
+
+
+def loop_in_use() -> str:
+    """`uvloop` or `asyncio`: the running loop's kind (for results and for child processes)."""
+    try:
+        module = type(asyncio.get_running_loop()).__module__
+    except RuntimeError:
+        return "asyncio"
+    return "uvloop" if module.startswith("uvloop") else "asyncio"
+
+
 def environment() -> dict[str, Any]:
     import websockets
 
     return {
+        "event_loop": loop_in_use(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -257,9 +285,11 @@ class SimulatorProcess:
     async def stop_load(self) -> None:
         await self.call("DELETE", "load")
 
-    async def latencies(self, *, reset: bool = False) -> list[float]:
-        """Reply latencies (ms, simulator's clock) since the last reset; `reset` starts a new window."""
-        result = await self.call("GET", "latency", reset="1" if reset else "0")
+    async def latencies(self, *, reset: bool = False, since: int = 0) -> list[float]:
+        """Reply latencies (ms, simulator's clock) since the last reset, after the first `since` of them; `reset`
+        starts a new window. Polling readers pass `since` so that the bench process (whose CPU is measured)
+        parses only the new samples."""
+        result = await self.call("GET", "latency", reset="1" if reset else "0", since=str(since))
         return list(result["samples_ms"])
 
     async def stats(self) -> dict[str, Any]:

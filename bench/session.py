@@ -59,12 +59,15 @@ from .harness import (
     Bed,
     Meter,
     SimulatorProcess,
+    add_loop_option,
     connected_count,
     engine_on,
     environment,
+    loop_in_use,
     percentile,
     quiet_logs,
     ratio,
+    run_on,
     summary_ms,
     test_bed,
     verdict,
@@ -171,7 +174,7 @@ class LoadedRtt:
         self.proc = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "bench.rtt_probe", "--ws-url", self.sim.ws_url, "--mtop-url", self.sim.mtop_url),
             *("--passport-url", self.sim.passport_url, "--cookie", self.seller["cookie"], "--unb", self.seller["unb"]),
-            *("--seconds", str(seconds)),
+            *("--seconds", str(seconds), "--loop", loop_in_use()),
             stdout=asyncio.subprocess.PIPE,
         )
         assert self.proc.stdout is not None
@@ -207,7 +210,7 @@ class LatencyWindows:
 
     async def read(self) -> int:
         """Take the replies since the last read into the open window, close the windows that ended; the count."""
-        new = (await self.sim.latencies())[len(self.samples) :]
+        new = await self.sim.latencies(since=len(self.samples))
         self.samples += new
         self._open += new
         while time.perf_counter() - self.started >= self._open_end:
@@ -477,7 +480,7 @@ def summary(result: dict[str, Any]) -> str:
     loaded = engine["loaded_rtt_ms"]
     lines = [
         f"{s['accounts']:,} accounts, {s['rate']:,.0f} buyer msg/s for {s['seconds']:.0f} s, simulator in its own "
-        "process",
+        f"process; bench process (engine and reference clients) on {result['environment']['event_loop']}",
         rtt_line("raw websockets /! RTT, idle", rtt),
         rtt_line("raw /! RTT, bare clients' load", bare["loaded_rtt_ms"]),
         rtt_line("raw /! RTT, session layer's load", layer["loaded_rtt_ms"]),
@@ -539,6 +542,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--peak-seconds", type=float, default=8.0, help="length of each peak step")
     p.add_argument("--rtts", type=int, default=5000, help="reference /! round trips")
     p.add_argument("--quick", action="store_true", help="200 accounts, 5 s loads")
+    add_loop_option(p)
     return p
 
 
@@ -546,7 +550,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser().parse_args(argv)
     if args.quick:
         args.accounts, args.seconds, args.peak_seconds, args.rtts = min(args.accounts, 200), 5.0, 4.0, 1000
-    result = asyncio.run(run(args))
+    result = run_on(run(args), args.loop)
     print(summary(result))
     print(f"wrote {write_result('session', result)}")
     if (png := plot(result, RESULTS / "session.png")) is not None:

@@ -24,9 +24,11 @@ from xianyu_autoreply.engine.gc_tuning import freeze_long_lived
 from .harness import (
     RESULTS,
     Meter,
+    add_loop_option,
     engine_on,
     environment,
     quiet_logs,
+    run_on,
     settle_memory,
     summary_ms,
     test_bed,
@@ -142,6 +144,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-every", type=float, default=30.0, help="seconds between RSS samples")
     p.add_argument("--quick", action="store_true", help="200 accounts, 2 minutes, samples every 15 s")
     p.add_argument("--tracemalloc", action="store_true", help="print the lines whose allocations grew after minute 1")
+    add_loop_option(p)
     return p
 
 
@@ -149,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser().parse_args(argv)
     if args.quick:
         args.accounts, args.minutes, args.sample_every = min(args.accounts, 200), min(args.minutes, 2.0), 15.0
-    result = asyncio.run(run(args))
+    result = run_on(run(args), args.loop)
     print(summary(result))
     print(f"wrote {write_result('soak', result)}")
     if (png := plot(result, RESULTS / "soak.png")) is not None:

@@ -178,8 +178,14 @@ def routes(sim: Simulator) -> list[web.RouteDef]:
         return json_response({"stopped": True})
 
     async def latency(request: web.Request) -> web.Response:
+        # `since=N`: only the samples after the first N of this window (a reader polling a long load pays for
+        # the new ones, not the whole list each time); `total` is the window's count.
         reset = request.query.get("reset", "") in ("1", "true", "yes")
-        return json_response({"samples_ms": sim.reply_latencies(reset=reset)})
+        since = request.query.get("since", "0")
+        if not since.isdigit():
+            raise _BadBody(f"since: a non-negative integer, not {since!r}")
+        samples = sim.reply_latencies(reset=reset)
+        return json_response({"samples_ms": samples[int(since) :], "total": len(samples)})
 
     async def create_seller(request: web.Request) -> web.Response:
         body = await _body(request, SellerBody)

@@ -22,8 +22,12 @@ async def test_the_first_reply_into_a_chat_is_timed_once(
     await online.request(online.send_frame(pushed["chat_id"], pushed["buyer"], "还有什么问题"))
     samples = sim.reply_latencies()
     assert len(samples) == 1 and 20 <= samples[0] < 3000
+    after = (await http.get(f"{sim.control_url}latency", params={"since": "1"})).json()
+    assert after == {"samples_ms": [], "total": 1}  # a poller asks only for what is new
+    bad = await http.get(f"{sim.control_url}latency", params={"since": "-1"})
+    assert bad.status_code == 400 and "since" in bad.json()["error"]
     answer = (await http.get(f"{sim.control_url}latency", params={"reset": "1"})).json()
-    assert answer["samples_ms"] == samples
+    assert answer == {"samples_ms": samples, "total": 1}
     assert sim.reply_latencies() == []
 
 
