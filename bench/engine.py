@@ -235,7 +235,7 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     )
     settled = (
         ("settled (gc + malloc_trim): before start", 0, result["rss_empty_kib"]),
-        ("settled: all connected + 5 s", n, result["rss_connected_kib"]),
+        ("settled: all connected, start-up work over", n, result["rss_connected_kib"]),
     )
     return rss_over_accounts(result["startup_samples"], path, settled=settled, title=title)
 
