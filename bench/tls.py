@@ -53,6 +53,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from xianyu_autoreply.runtime import loop_factory
+
 from .harness import environment, ratio, settle_memory, summary_ms, write_result
 
 VARIANTS = ("plain", "tls", "tls_new_context")
@@ -155,14 +157,6 @@ def client_context(chain: Chain) -> ssl.SSLContext:
 # --- children: forked, so they skip the service's imports and each runs one event loop of its own --------------
 
 
-def _loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    if kind == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop
-    return None
-
-
 def _child(
     out: multiprocessing.connection.Connection,
     loop_kind: str,
@@ -171,7 +165,7 @@ def _child(
 ) -> None:
     """A child's body: one fresh event loop of `loop_kind`, the result (or the traceback) back through `out`."""
     try:
-        with asyncio.Runner(loop_factory=_loop_factory(loop_kind)) as runner:
+        with asyncio.Runner(loop_factory=loop_factory("uvloop" if loop_kind == "uvloop" else "asyncio")) as runner:
             out.send(("ok", runner.run(job(*args))))
     except BaseException:
         out.send(("error", traceback.format_exc()))
