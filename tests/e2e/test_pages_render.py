@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable
 from typing import Any
@@ -12,22 +11,15 @@ import httpx
 from xianyu_autoreply.api.web.i18n import EN, ZH
 from xianyu_autoreply.simulator import Simulator
 
+from ..polling import eventually as _poll
 from .conftest import ADMIN_PASSWORD
 
 DOTTED_KEYS = sorted(k for k in ZH if "." in k)
 
 
 async def eventually(check: Callable[[], Any], *, timeout: float = 15.0) -> Any:
-    """Poll `check` (sync or async) until it is truthy; a bound on waiting, not a timing assertion."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result or asyncio.get_running_loop().time() > deadline:
-            assert result, "condition not met"
-            return result
-        await asyncio.sleep(0.05)
+    """The shared poll (tests/polling.py) with the browser's longer bound."""
+    return await _poll(check, timeout=timeout)
 
 
 def test_both_languages_have_the_same_words() -> None:

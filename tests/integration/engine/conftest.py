@@ -1,10 +1,7 @@
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -13,6 +10,8 @@ from xianyu_autoreply.engine.scheduler import AccountScheduler, EngineOptions
 from xianyu_autoreply.platform.session import ReconnectPolicy
 from xianyu_autoreply.simulator import Simulator
 from xianyu_autoreply.store import Store
+
+from ...polling import eventually as eventually  # noqa: PLC0414  (re-exported to the suites that import it from here)
 
 FAST_OPTIONS = EngineOptions(
     connect_rate=500.0,
@@ -24,20 +23,6 @@ FAST_OPTIONS = EngineOptions(
     ai_timeout=2.0,
     policy=ReconnectPolicy(base=0.05, cap=0.3, stable_after=1.0, risk_backoff=0.5),
 )
-
-
-async def eventually(check: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.05) -> Any:
-    """Poll `check` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 @pytest.fixture

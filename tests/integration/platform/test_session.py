@@ -24,22 +24,10 @@ from xianyu_autoreply.platform.session import (
 from xianyu_autoreply.protocol import BuyerMessage, SellerMessage
 from xianyu_autoreply.simulator import Simulator
 
+from ...polling import eventually
+
 FAST = SessionSettings(heartbeat_interval=0.5, heartbeat_timeout=1.5, message_expire=300)
 FAST_POLICY = ReconnectPolicy(base=0.05, cap=0.3, stable_after=1.0, login_check_after=5, risk_backoff=0.5)
-
-
-async def eventually(check: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.05) -> Any:
-    """Poll `check` until it returns something truthy (sync or async)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 class Harness:

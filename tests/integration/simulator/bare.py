@@ -24,6 +24,8 @@ from websockets.asyncio.client import ClientConnection
 from xianyu_autoreply.protocol import sign
 from xianyu_autoreply.simulator import Simulator
 
+from ...polling import eventually as _poll
+
 IM_APP_KEY = "444e9908a51d1cb236a27862abc769c9"
 MTOP_APP_KEY = "34839810"
 TOKEN_API = "mtop.taobao.idlemessage.pc.login.token"
@@ -232,12 +234,5 @@ async def login(sim: Simulator, http: httpx.AsyncClient, seller: dict[str, Any])
 
 
 async def eventually(check: Any, *, timeout: float = 3.0) -> Any:
-    """Poll `check()` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.02)
+    """The shared poll (tests/polling.py) with this folder's shorter bound and finer step."""
+    return await _poll(check, timeout=timeout, interval=0.02)
