@@ -36,7 +36,6 @@ from xianyu_autoreply.platform.session import ConnectionState
 from xianyu_autoreply.protocol import FrameKind, ack_diff_frame, encode_frame, new_device_id, parse_frame, reg_frame
 
 from .harness import (
-    RESULTS,
     Bed,
     Meter,
     SimulatorProcess,
@@ -45,6 +44,7 @@ from .harness import (
     engine_on,
     environment,
     quiet_logs,
+    report,
     run_on,
     settle_memory,
     startup_rss_fit,
@@ -52,7 +52,6 @@ from .harness import (
     test_bed,
     verdict,
     wait_connected,
-    write_result,
 )
 from .plots import rss_over_accounts
 from .session import _Jar
@@ -257,12 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser().parse_args(argv)
     if args.quick:
         args.accounts, args.idle_seconds, args.updates = min(args.accounts, 1000), 10.0, 20
-    result = run_on(run(args), args.loop)
-    print(summary(result))
-    print(f"wrote {write_result('engine', result)}")
-    if (png := plot(result, RESULTS / "engine.png")) is not None:
-        print(f"wrote {png}")
-    return result
+    return report("engine", run_on(run(args), args.loop), summary, plot)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequenc
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import httpx
 import structlog
@@ -134,7 +134,7 @@ def settle_memory() -> int:
 
 
 T = TypeVar("T")
-LOOPS = ("auto", "asyncio", "uvloop")
+LOOPS = get_args(EventLoopChoice)
 
 
 def add_loop_option(p: argparse.ArgumentParser) -> None:
@@ -170,6 +170,20 @@ def environment() -> dict[str, Any]:
         "websockets": websockets.__version__,
         "load_average_at_start": os.getloadavg(),
     }
+
+
+def report(
+    name: str,
+    result: dict[str, Any],
+    summary: Callable[[dict[str, Any]], str],
+    plot: Callable[[dict[str, Any], Path], Path | None],
+) -> dict[str, Any]:
+    """Print a bench's summary, write `bench/results/<name>.json` and its plot `<name>.png` beside it."""
+    print(summary(result))
+    print(f"wrote {write_result(name, result)}")
+    if (png := plot(result, RESULTS / f"{name}.png")) is not None:
+        print(f"wrote {png}")
+    return result
 
 
 def write_result(name: str, result: dict[str, Any], out: Path | None = None) -> Path:

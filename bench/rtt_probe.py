@@ -15,7 +15,7 @@ import json
 import sys
 import time
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, get_args
 
 from xianyu_autoreply import runtime
 from xianyu_autoreply.platform.mtop_client import MtopClient
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument(name, required=True)
     p.add_argument("--seconds", type=float, required=True)
     p.add_argument("--interval", type=float, default=5.0, help="milliseconds between round trips")
-    p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="asyncio", help="the bench's loop")
+    p.add_argument("--loop", choices=get_args(runtime.EventLoopChoice), default="asyncio", help="the bench's loop")
     args = p.parse_args(argv)
     samples = runtime.run(probe(args), loop=args.loop)
     sys.stdout.write(json.dumps({"samples_ms": samples}) + "\n")

@@ -55,7 +55,6 @@ from xianyu_autoreply.protocol import (
 )
 
 from .harness import (
-    RESULTS,
     Bed,
     Meter,
     SimulatorProcess,
@@ -67,12 +66,12 @@ from .harness import (
     percentile,
     quiet_logs,
     ratio,
+    report,
     run_on,
     summary_ms,
     test_bed,
     verdict,
     wait_connected,
-    write_result,
 )
 from .plots import latency_over_time
 
@@ -550,12 +549,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser().parse_args(argv)
     if args.quick:
         args.accounts, args.seconds, args.peak_seconds, args.rtts = min(args.accounts, 200), 5.0, 4.0, 1000
-    result = run_on(run(args), args.loop)
-    print(summary(result))
-    print(f"wrote {write_result('session', result)}")
-    if (png := plot(result, RESULTS / "session.png")) is not None:
-        print(f"wrote {png}")
-    return result
+    return report("session", run_on(run(args), args.loop), summary, plot)
 
 
 if __name__ == "__main__":

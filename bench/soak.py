@@ -22,19 +22,18 @@ from typing import Any
 from xianyu_autoreply.engine.gc_tuning import freeze_long_lived
 
 from .harness import (
-    RESULTS,
     Meter,
     add_loop_option,
     engine_on,
     environment,
     quiet_logs,
+    report,
     run_on,
     settle_memory,
     summary_ms,
     test_bed,
     verdict,
     wait_connected,
-    write_result,
 )
 from .plots import rss_and_latency_over_time
 
@@ -152,12 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser().parse_args(argv)
     if args.quick:
         args.accounts, args.minutes, args.sample_every = min(args.accounts, 200), min(args.minutes, 2.0), 15.0
-    result = run_on(run(args), args.loop)
-    print(summary(result))
-    print(f"wrote {write_result('soak', result)}")
-    if (png := plot(result, RESULTS / "soak.png")) is not None:
-        print(f"wrote {png}")
-    return result
+    return report("soak", run_on(run(args), args.loop), summary, plot)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
@@ -17,6 +17,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from .runtime import EventLoopChoice
 
 ENV_PREFIX = "XAR_"
 
@@ -108,7 +110,7 @@ class Settings(BaseSettings):
     admin_username: str = "admin"
     admin_password: SecretStr | None = None
     # `auto`: uvloop when installed (the `speed` extra), else the standard loop; see runtime.py.
-    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    event_loop: EventLoopChoice = "auto"
     platform: PlatformSettings = PlatformSettings()
     session: SessionSettings = SessionSettings()
     cluster: ClusterSettings = ClusterSettings()
