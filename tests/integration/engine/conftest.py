@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -55,16 +56,16 @@ async def store(settings: Settings) -> AsyncIterator[Store]:
         await opened.close()
 
 
-EngineFactory = Callable[[], Awaitable[AccountScheduler]]
+EngineFactory = Callable[..., Awaitable[AccountScheduler]]
 
 
-@pytest.fixture
-async def make_engine(store: Store, settings: Settings) -> AsyncIterator[EngineFactory]:
-    """Start engines on the test's store; every one is stopped at the end."""
+@contextlib.asynccontextmanager
+async def engines_on(store: Store, settings: Settings, default: EngineOptions) -> AsyncIterator[EngineFactory]:
+    """A factory starting engines on `store` (with `default` options unless given others); all stopped at exit."""
     engines: list[AccountScheduler] = []
 
-    async def make() -> AccountScheduler:
-        engine = AccountScheduler(store=store, settings=settings, options=FAST_OPTIONS)
+    async def make(options: EngineOptions = default) -> AccountScheduler:
+        engine = AccountScheduler(store=store, settings=settings, options=options)
         await engine.start()
         engines.append(engine)
         return engine
@@ -73,7 +74,15 @@ async def make_engine(store: Store, settings: Settings) -> AsyncIterator[EngineF
         yield make
     finally:
         for engine in engines:
-            await engine.stop()
+            if engine.running:
+                await engine.stop()
+
+
+@pytest.fixture
+async def make_engine(store: Store, settings: Settings) -> AsyncIterator[EngineFactory]:
+    """Start engines on the test's store; every one is stopped at the end."""
+    async with engines_on(store, settings, FAST_OPTIONS) as make:
+        yield make
 
 
 @pytest.fixture

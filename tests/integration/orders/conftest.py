@@ -14,11 +14,11 @@ from aiohttp import web
 from xianyu_autoreply.config import Settings
 from xianyu_autoreply.engine.notify import NotifyOptions
 from xianyu_autoreply.engine.orders import DeliveryOptions
-from xianyu_autoreply.engine.scheduler import AccountScheduler, EngineOptions, Lifecycle
+from xianyu_autoreply.engine.scheduler import AccountScheduler, Lifecycle
 from xianyu_autoreply.simulator import Simulator
 from xianyu_autoreply.store import DeliveryRuleSpec, Store
 
-from ..engine.conftest import FAST_OPTIONS, eventually
+from ..engine.conftest import FAST_OPTIONS, EngineFactory, engines_on, eventually
 from ..engine.conftest import settings as settings  # noqa: PLC0414 (re-exported fixture)
 from ..engine.conftest import sim as sim  # noqa: PLC0414
 from ..engine.conftest import store as store  # noqa: PLC0414
@@ -38,26 +38,11 @@ FAST_DELIVERY = DeliveryOptions(
 )
 ORDER_OPTIONS = replace(FAST_OPTIONS, delivery=FAST_DELIVERY, notify=NotifyOptions(timeout=5.0, fold_seconds=0.0))
 
-EngineFactory = Callable[..., Awaitable[AccountScheduler]]
-
-
 @pytest.fixture
 async def make_engine(store: Store, settings: Settings) -> AsyncIterator[EngineFactory]:
     """Start engines on the test's store (optionally with other options); every one is stopped at the end."""
-    engines: list[AccountScheduler] = []
-
-    async def make(options: EngineOptions = ORDER_OPTIONS) -> AccountScheduler:
-        engine = AccountScheduler(store=store, settings=settings, options=options)
-        await engine.start()
-        engines.append(engine)
-        return engine
-
-    try:
+    async with engines_on(store, settings, ORDER_OPTIONS) as make:
         yield make
-    finally:
-        for engine in engines:
-            if engine.running:
-                await engine.stop()
 
 
 @pytest.fixture
