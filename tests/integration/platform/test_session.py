@@ -96,25 +96,6 @@ class Harness:
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    simulator = Simulator()
-    await simulator.start(host="127.0.0.1", port=0)
-    try:
-        yield simulator
-    finally:
-        await simulator.stop()
-
-
-@pytest.fixture
-async def mtop(sim: Simulator) -> AsyncIterator[MtopClient]:
-    client = MtopClient(mtop_url=sim.mtop_url, passport_url=sim.passport_url, timeout=5.0)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
 async def harness(sim: Simulator, mtop: MtopClient) -> AsyncIterator[Harness]:
     h = Harness(sim, mtop, sim.create_seller(nick="test shop"))
     try:

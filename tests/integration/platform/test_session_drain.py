@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-
-import pytest
 
 from xianyu_autoreply.platform.mtop_client import MtopClient
 from xianyu_autoreply.platform.session import AccountSession, Incoming, Reply, SessionHooks, SessionOutcome
@@ -31,25 +28,6 @@ class SlowDecide:
         await asyncio.sleep(self.delay)
         event = incoming.event
         return Reply(text=f"re: {event.text}", source="test") if isinstance(event, BuyerMessage) else None
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    simulator = Simulator()
-    await simulator.start(host="127.0.0.1", port=0)
-    try:
-        yield simulator
-    finally:
-        await simulator.stop()
-
-
-@pytest.fixture
-async def mtop(sim: Simulator) -> AsyncIterator[MtopClient]:
-    client = MtopClient(mtop_url=sim.mtop_url, passport_url=sim.passport_url, timeout=5.0)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def _running(

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,16 +28,6 @@ POLICY = ReconnectPolicy(base=0.05, cap=0.3, stable_after=1.0)
 
 async def answer(incoming: Incoming) -> Reply | None:
     return Reply(text="ok") if isinstance(incoming.event, BuyerMessage) else None
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    simulator = Simulator()
-    await simulator.start(host="127.0.0.1", port=0)
-    try:
-        yield simulator
-    finally:
-        await simulator.stop()
 
 
 def _open_fds() -> int:
