@@ -77,65 +77,65 @@ class Notice:
     body: str
 
 
+# What each engine event says: by kind, and for `account.state` by kind and lifecycle. Title and body are
+# `str.format` templates over the values `notice_for` reads from the event (secrets already masked).
+_NOTICES: dict[str, tuple[NotifyEvent, str, str]] = {
+    "account.state:auth_expired": (
+        NotifyEvent.AUTH_EXPIRED,
+        "{account}: login expired",
+        "Account {account} needs a new cookie. {reason}",
+    ),
+    "account.state:error": (
+        NotifyEvent.ACCOUNT_ERROR,
+        "{account}: stopped after repeated crashes",
+        "Account {account} is parked in error and needs an operator: {reason}",
+    ),
+    "account.verification_required": (
+        NotifyEvent.VERIFICATION_REQUIRED,
+        "{account}: verification required",
+        "The platform asks account {account} for a verification (captcha); replies may stop until it is done.",
+    ),
+    "order.paid": (
+        NotifyEvent.ORDER_PAID,
+        "{account}: order {order} paid",
+        "Order {order} (item {item}) was paid.",
+    ),
+    "delivery.sent": (
+        NotifyEvent.DELIVERY_SENT,
+        "{account}: order {order} delivered",
+        "Unit {unit} of order {order} was delivered (rule {rule}).",
+    ),
+    "delivery.failed": (
+        NotifyEvent.DELIVERY_FAILED,
+        "{account}: delivery of order {order} failed",
+        "Unit {unit} of order {order} was not delivered: {error}",
+    ),
+    "stock.low": (
+        NotifyEvent.LOW_STOCK,
+        "{account}: stock running low",
+        "Delivery rule {rule} has {available} line(s) left.",
+    ),
+}
+
+
 def notice_for(event: EngineEvent) -> Notice | None:
     """The notification an engine event deserves, or None (pure: the bus event in, the text out)."""
-    account = event.account_id or "?"
     data = event.data
-    if event.kind == "account.state":
-        lifecycle = data.get("lifecycle")
-        reason = redact(str(data.get("reason") or ""))
-        if lifecycle == "auth_expired":
-            return Notice(
-                NotifyEvent.AUTH_EXPIRED,
-                event.account_id,
-                f"[xianyu] {account}: login expired",
-                f"Account {account} needs a new cookie. {reason}".strip(),
-            )
-        if lifecycle == "error":
-            return Notice(
-                NotifyEvent.ACCOUNT_ERROR,
-                event.account_id,
-                f"[xianyu] {account}: stopped after repeated crashes",
-                f"Account {account} is parked in error and needs an operator: {reason}",
-            )
+    key = f"{event.kind}:{data.get('lifecycle')}" if event.kind == "account.state" else event.kind
+    if (entry := _NOTICES.get(key)) is None:
         return None
-    if event.kind == "account.verification_required":
-        return Notice(
-            NotifyEvent.VERIFICATION_REQUIRED,
-            event.account_id,
-            f"[xianyu] {account}: verification required",
-            f"The platform asks account {account} for a verification (captcha); replies may stop until it is done.",
-        )
-    order = data.get("order_id", "?")
-    if event.kind == "order.paid":
-        return Notice(
-            NotifyEvent.ORDER_PAID,
-            event.account_id,
-            f"[xianyu] {account}: order {order} paid",
-            f"Order {order} (item {data.get('item_id') or '?'}) was paid.",
-        )
-    if event.kind == "delivery.sent":
-        return Notice(
-            NotifyEvent.DELIVERY_SENT,
-            event.account_id,
-            f"[xianyu] {account}: order {order} delivered",
-            f"Unit {data.get('unit', 1)} of order {order} was delivered (rule {data.get('rule_id')}).",
-        )
-    if event.kind == "delivery.failed":
-        return Notice(
-            NotifyEvent.DELIVERY_FAILED,
-            event.account_id,
-            f"[xianyu] {account}: delivery of order {order} failed",
-            f"Unit {data.get('unit', 1)} of order {order} was not delivered: {redact(str(data.get('error')))}",
-        )
-    if event.kind == "stock.low":
-        return Notice(
-            NotifyEvent.LOW_STOCK,
-            event.account_id,
-            f"[xianyu] {account}: stock running low",
-            f"Delivery rule {data.get('rule_id')} has {data.get('available', 0)} line(s) left.",
-        )
-    return None
+    kind, title, body = entry
+    values = {
+        "account": event.account_id or "?",
+        "reason": redact(str(data.get("reason") or "")),
+        "order": data.get("order_id", "?"),
+        "item": data.get("item_id") or "?",
+        "unit": data.get("unit", 1),
+        "rule": data.get("rule_id"),
+        "error": redact(str(data.get("error"))),
+        "available": data.get("available", 0),
+    }
+    return Notice(kind, event.account_id, "[xianyu] " + title.format(**values), body.format(**values).strip())
 
 
 Sender = Callable[[Sequence[str], str, str], Awaitable[bool]]
