@@ -130,6 +130,15 @@ async def _attempt(awaitable: Awaitable[T]) -> tuple[T | None, str | None]:
         return None, str(exc)
 
 
+async def _saved(request: Request, write: Awaitable[object], done: str) -> HTMLResponse:
+    """Run a write and answer a flash: the translated `done`, or the reason the seller can correct (422)."""
+    t = translator(request_lang(request))
+    _, error = await _attempt(write)
+    if error is not None:
+        return _flash(request, t("err.invalid", error=error), error=True)
+    return _flash(request, t(done))
+
+
 def _form_bool(form: FormData, name: str) -> bool:
     return form.get(name) in ("1", "on", "true", "yes")
 
@@ -349,13 +358,8 @@ async def replace_cookie(request: Request, account_id: str, user: ActionUser, op
     """Replace the cookie atomically; only this account restarts."""
     await _visible(ops, user, account_id)
     form = await request.form()
-    t = translator(request_lang(request))
-    _, error = await _attempt(
-        ops.update_cookie(account_id, str(form.get("cookie") or "").strip(), actor=user.username)
-    )
-    if error is not None:
-        return _flash(request, t("err.invalid", error=error), error=True)
-    return _flash(request, t("account.cookie.replaced"))
+    cookie = str(form.get("cookie") or "").strip()
+    return await _saved(request, ops.update_cookie(account_id, cookie, actor=user.username), "account.cookie.replaced")
 
 
 @router.put("/accounts/{account_id}/status")
@@ -398,10 +402,7 @@ async def save_settings(request: Request, account_id: str, user: ActionUser, ops
         )
     except InvalidValue as exc:
         return _flash(request, t("err.invalid", error=str(exc)), error=True)
-    _, error = await _attempt(ops.set_settings(account_id, settings, ai=None, actor=user.username))
-    if error is not None:
-        return _flash(request, t("err.invalid", error=error), error=True)
-    return _flash(request, t("saved"))
+    return await _saved(request, ops.set_settings(account_id, settings, ai=None, actor=user.username), "saved")
 
 
 @router.put("/accounts/{account_id}/ai")
@@ -426,10 +427,7 @@ async def save_ai(request: Request, account_id: str, user: ActionUser, ops: Ops)
     except InvalidValue as exc:
         return _flash(request, t("err.invalid", error=str(exc)), error=True)
     current = await ops.store.get_settings(account_id)
-    _, error = await _attempt(ops.set_settings(account_id, current, ai=ai, actor=user.username))
-    if error is not None:
-        return _flash(request, t("err.invalid", error=error), error=True)
-    return _flash(request, t("saved"))
+    return await _saved(request, ops.set_settings(account_id, current, ai=ai, actor=user.username), "saved")
 
 
 # --- rules ----------------------------------------------------------------------------------------------------
