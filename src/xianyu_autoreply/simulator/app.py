@@ -77,8 +77,10 @@ class Simulator:
         compress: bool = False,
         token_ttl: float = 86_400.0,
         seed: int | None = None,
+        redeliver_unacked: bool = True,
     ) -> None:
         self.options = Options(
+            redeliver_unacked=redeliver_unacked,
             echo_sends=echo_sends,
             verify_sign=verify_sign,
             slow_delay=slow_delay,
@@ -87,7 +89,7 @@ class Simulator:
         )
         self.world = World(seed=seed, token_ttl_ms=int(token_ttl * 1000))
         self.faults = FaultTable()
-        self.hub = Hub()
+        self.hub = Hub(self.options)
         self.ai = AiBackend()
         self._im = ImServer(world=self.world, hub=self.hub, faults=self.faults, options=self.options)
         self._mtop = MtopGateway(world=self.world, faults=self.faults, options=self.options)
@@ -348,6 +350,10 @@ class Simulator:
         """Milliseconds from pushing a buyer message to receiving the first send into its chat (one clock)."""
         return self.hub.latency.samples(reset=reset)
 
+    def ack_latencies(self, *, reset: bool = False) -> list[float]:
+        """Milliseconds from queueing a push to receiving its ACK (every push, one clock)."""
+        return self.hub.latency.ack_samples(reset=reset)
+
     def push_order(
         self,
         seller: str,
@@ -425,6 +431,7 @@ class Simulator:
             "connections": len(self.hub.live()),
             "registered": self.hub.registered_count,
             "frames_pushed": self.hub.frames_pushed,
+            "redelivered": self.hub.redelivered,
             "sent": self.world.sent_total,
             "faults": len(self.faults.listing()),
         }

@@ -184,7 +184,10 @@ def routes(sim: Simulator) -> list[web.RouteDef]:
         since = request.query.get("since", "0")
         if not since.isdigit():
             raise _BadBody(f"since: a non-negative integer, not {since!r}")
-        samples = sim.reply_latencies(reset=reset)
+        kind = request.query.get("kind", "reply")
+        if kind not in ("reply", "ack"):
+            raise _BadBody(f"kind: 'reply' or 'ack', not {kind!r}")
+        samples = sim.reply_latencies(reset=reset) if kind == "reply" else sim.ack_latencies(reset=reset)
         return json_response({"samples_ms": samples[int(since) :], "total": len(samples)})
 
     async def create_seller(request: web.Request) -> web.Response:

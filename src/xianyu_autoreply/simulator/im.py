@@ -4,6 +4,11 @@ aiohttp runs one handler per connection and nothing else does: no task and no ti
 counted as they arrive and idle connections are found by one periodic sweep over all of them. Pushes go through a
 small per-connection outbox so that the synchronous push API keeps their order; a flush task lives only while a
 connection has frames queued.
+
+A push stays outstanding until one connection of its seller acknowledges it. When the last connection holding an
+outstanding push closes, the push is pushed again (a fresh `mid`) to the seller's newest synced connection, or to
+its next one after that one's `ackDiff` (inferred, `Options.redeliver_unacked`; docs/protocol-delivery.md).
+Push-to-ACK times are measured.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from .world import Chat, RejectedSend, Seller, SentMessage, World, WorldError
 log = structlog.get_logger("xianyu_autoreply.simulator")
 
 _PENDING_ACKS = 256  # pushes per connection whose ACK we still wait for; older ones are forgotten
+_OUTSTANDING = 256  # unacknowledged pushes kept per seller for redelivery; older ones are forgotten
 _CLOSED_KEPT = 20  # closed-connection records kept per seller
 _REG_REJECTED = 1008
 _IMAGE_TEXT = "[图片]"
@@ -99,22 +105,23 @@ class Connection:
         self.close_code: int | None = None
         self.closed_by: str | None = None  # "client", "server" (close frame), "abort" (TCP), "lost" (no close frame)
         self.last_seen = time.monotonic()
-        self.pending: dict[str, None] = {}
+        # mid -> (push id or None, monotonic ns when queued)
+        self.pending: dict[str, tuple[int | None, int]] = {}
         self.outbox: deque[str | bytes] | None = None
         self.flushing = False
 
-    def expect_ack(self, mid: str) -> None:
-        self.pending[mid] = None
+    def expect_ack(self, mid: str, push_id: int | None) -> None:
+        self.pending[mid] = (push_id, time.monotonic_ns())
         if len(self.pending) > _PENDING_ACKS:
             del self.pending[next(iter(self.pending))]
 
-    def ack(self, mid: str | None) -> None:
-        """Count the ACK of one of our pushes; a repeated or unknown one is counted apart (clients may ACK twice)."""
-        if mid is not None and mid in self.pending:
-            del self.pending[mid]
+    def ack(self, mid: str | None) -> tuple[int | None, int] | None:
+        """Count the ACK of one of our pushes -> (push id, queued ns); a repeated or unknown one is counted apart."""
+        if mid is not None and (entry := self.pending.pop(mid, None)) is not None:
             self.acks += 1
-        else:
-            self.duplicate_acks += 1
+            return entry
+        self.duplicate_acks += 1
+        return None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -146,6 +153,7 @@ class LatencyProbe:
     def __init__(self, *, keep: int = 1_000_000) -> None:
         self._pushed: dict[str, int] = {}
         self._samples: deque[float] = deque(maxlen=keep)
+        self._acks: deque[float] = deque(maxlen=keep)  # push queued -> its ACK received, ms
 
     def pushed(self, chat_id: str) -> None:
         if len(self._pushed) >= 100_000:  # chats nobody answers must not grow the probe without bound
@@ -157,6 +165,9 @@ class LatencyProbe:
         if start is not None:
             self._samples.append((time.monotonic_ns() - start) / 1e6)
 
+    def acked(self, queued_ns: int) -> None:
+        self._acks.append((time.monotonic_ns() - queued_ns) / 1e6)
+
     def samples(self, *, reset: bool = False) -> list[float]:
         found = list(self._samples)
         if reset:
@@ -164,11 +175,18 @@ class LatencyProbe:
             self._pushed.clear()
         return found
 
+    def ack_samples(self, *, reset: bool = False) -> list[float]:
+        found = list(self._acks)
+        if reset:
+            self._acks.clear()
+        return found
+
 
 class Hub:
     """Every connection, live and recently closed, by seller; delivery of frames through per-connection outboxes."""
 
-    def __init__(self) -> None:
+    def __init__(self, options: Options | None = None) -> None:
+        self._options = options or Options()
         self._live: dict[int, Connection] = {}
         self._by_seller: dict[str, dict[int, Connection]] = {}
         self._closed: dict[str, deque[dict[str, Any]]] = {}
@@ -176,7 +194,11 @@ class Hub:
         self._ids = itertools.count(1)
         self.registered_count = 0
         self.frames_pushed = 0
+        self.redelivered = 0
         self.latency = LatencyProbe()
+        self._push_ids = itertools.count(1)
+        self._outstanding: dict[str, dict[int, list[str]]] = {}  # seller -> push id -> payloads, until one ACK
+        self._redeliver: dict[str, list[int]] = {}  # seller -> push ids for its next connection
 
     # --- bookkeeping -------------------------------------------------------------------------------------------
 
@@ -201,6 +223,7 @@ class Hub:
         if conn.registered:
             self.registered_count -= 1
         record = conn.to_json()  # with the pushes it never ACKed
+        self._orphaned(conn)
         conn.pending.clear()
         conn.outbox = None
         self._live.pop(conn.id, None)
@@ -213,6 +236,54 @@ class Hub:
         if kept is None:
             kept = self._closed[conn.seller] = deque(maxlen=_CLOSED_KEPT)
         kept.append(record)
+
+    # --- acknowledgements and redelivery --------------------------------------------------------------------
+
+    def ack(self, conn: Connection, mid: str | None) -> None:
+        """An ACK from a client: the push is no longer outstanding for its seller, and its ACK time is sampled."""
+        entry = conn.ack(mid)
+        if entry is None:
+            return
+        push_id, queued_ns = entry
+        self.latency.acked(queued_ns)
+        if push_id is not None:
+            self._outstanding.get(conn.seller, {}).pop(push_id, None)
+
+    def _orphaned(self, conn: Connection) -> None:
+        """A connection closed: its unacknowledged pushes that no other live connection holds wait for the next."""
+        outstanding = self._outstanding.get(conn.seller)
+        if not outstanding or not self._options.redeliver_unacked:
+            return
+        held = {
+            push_id
+            for other in self._by_seller.get(conn.seller, {}).values()
+            if other is not conn and other.closed_ms is None
+            for push_id, _ in other.pending.values()
+        }
+        queue = self._redeliver.setdefault(conn.seller, [])
+        for push_id, _ in conn.pending.values():
+            if push_id is not None and push_id in outstanding and push_id not in held and push_id not in queue:
+                queue.append(push_id)
+        others = [c for c in self.registered_of(conn.seller) if c is not conn and c.closed_ms is None and c.synced_ms]
+        if queue and others:  # another connection already synced: it gets them now (the newest one)
+            self.redeliver(max(others, key=lambda c: c.id))
+
+    def redeliver(self, conn: Connection) -> int:
+        """Push what the seller's earlier connections left unacknowledged to `conn` (after its ackDiff)."""
+        queue = self._redeliver.pop(conn.seller, None)
+        outstanding = self._outstanding.get(conn.seller, {})
+        sent = 0
+        for push_id in queue or ():
+            payloads = outstanding.get(push_id)
+            if payloads is None:
+                continue  # acknowledged meanwhile
+            frame = push_frame(payloads, sid=conn.sid)
+            if self.enqueue(conn, encode_frame(frame), ack_mid=frame["headers"]["mid"], push_id=push_id):
+                sent += 1
+            else:
+                self._redeliver.setdefault(conn.seller, []).append(push_id)
+        self.redelivered += sent
+        return sent
 
     def live(self, seller: str | None = None) -> list[Connection]:
         if seller is None:
@@ -247,12 +318,14 @@ class Hub:
         if not task.cancelled() and task.exception() is not None:
             log.warning("simulator background task failed", error=repr(task.exception()))
 
-    def enqueue(self, conn: Connection, frame: str | bytes, *, ack_mid: str | None = None) -> bool:
+    def enqueue(
+        self, conn: Connection, frame: str | bytes, *, ack_mid: str | None = None, push_id: int | None = None
+    ) -> bool:
         """Queue a frame for a connection (in order); False when the connection is already going away."""
         if conn.closed_by is not None or conn.closed_ms is not None or conn.ws.closed:
             return False
         if ack_mid is not None:
-            conn.expect_ack(ack_mid)
+            conn.expect_ack(ack_mid, push_id)
         conn.pushes += 1
         self.frames_pushed += 1
         if conn.outbox is None:
@@ -279,10 +352,16 @@ class Hub:
 
     def push(self, seller: str, payloads: list[str]) -> int:
         """Push one sync package carrying `payloads` to every registered connection of the seller; how many got it."""
+        push_id = next(self._push_ids)
         delivered = 0
         for conn in self.registered_of(seller):
             frame = push_frame(payloads, sid=conn.sid)
-            delivered += self.enqueue(conn, encode_frame(frame), ack_mid=frame["headers"]["mid"])
+            delivered += self.enqueue(conn, encode_frame(frame), ack_mid=frame["headers"]["mid"], push_id=push_id)
+        if delivered:
+            outstanding = self._outstanding.setdefault(seller, {})
+            outstanding[push_id] = payloads
+            if len(outstanding) > _OUTSTANDING:
+                del outstanding[next(iter(outstanding))]
         return delivered
 
     def garbage(self, conn: Connection) -> int:
@@ -411,7 +490,7 @@ class ImServer:
             conn.bad_frames += 1
             return
         if inbound.kind is FrameKind.ACK:
-            conn.ack(inbound.mid)
+            self._hub.ack(conn, inbound.mid)
             return
         if inbound.kind is not FrameKind.REQUEST or inbound.mid is None:
             conn.bad_frames += 1
@@ -488,6 +567,8 @@ class ImServer:
         if isinstance(pts, int) and not isinstance(pts, bool):
             conn.synced_ms = pts // 1000
         await self._answer(conn, inbound.mid)
+        if conn.registered:
+            self._hub.redeliver(conn)
 
     # --- sends -------------------------------------------------------------------------------------------------
 
@@ -514,6 +595,7 @@ class ImServer:
             uuid=uuid,
             message_id=self._world.new_message_id(),
             at_ms=now_ms(),
+            connection=conn.id,
         )
         self._world.record_sent(sent)
         self._hub.latency.replied(chat.chat_id)

@@ -13,3 +13,7 @@ class Options:
     idle_timeout: float | None = 300.0  # close a connection silent this long (§19.11 asks for >= 180 s); None = never
     compress: bool = False  # permessage-deflate: optional on the platform, and ~300 KB per connection with zlib
     close_timeout: float = 2.0  # how long a server-initiated close waits for the client's close frame
+    # A push no connection of the seller acknowledged is pushed again to the seller's next connection, after its
+    # ackDiff (inferred platform behaviour: docs/protocol-delivery.md). Pushes made while no connection is
+    # registered are not kept: the platform does not replay chat pushes to a client that was offline.
+    redeliver_unacked: bool = True

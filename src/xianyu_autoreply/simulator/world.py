@@ -112,6 +112,7 @@ class SentMessage:
     uuid: str
     message_id: str
     at_ms: int
+    connection: int | None = None  # the id of the connection it came on (`/_sim/connections`)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

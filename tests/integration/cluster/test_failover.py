@@ -254,12 +254,24 @@ async def test_three_workers_share_300_accounts_and_fail_over_in_seconds(fleet: 
         leaving = {fleet.seller_of[a] for a, node in placement.items() if node == "w1"}
         before = judge.connection_ids(leaving)
         assert len(fleet.ask(accounts, "走之前问一句")) == ACCOUNTS
+
+        async def keep_asking() -> None:  # buyers keep writing through the whole handover
+            while True:
+                fleet.ask(sorted(a for a, node in placement.items() if node == "w1"), "交接中还在问")
+                await asyncio.sleep(0.1)
+
+        asking = asyncio.create_task(keep_asking())
         workers.signal("w1", signal.SIGTERM)
 
         async def w1_released() -> bool:
             return "w1" not in (await fleet.owners()).values()
 
-        released = await until(w1_released, timeout=TTL + 5)
+        try:
+            released = await until(w1_released, timeout=TTL + 5)
+            await until(lambda: judge.moved(leaving, before), timeout=TTL + 10)
+            await asyncio.sleep(0.5)
+        finally:
+            asking.cancel()
         handover = released + await until(
             lambda: judge.moved(leaving, before) and fleet.everyone_once(), timeout=TTL + 10
         )
@@ -295,6 +307,7 @@ async def test_a_paused_worker_sends_nothing_after_its_lease_and_a_fourth_worker
         frozen_sellers = {fleet.seller_of[a] for a in frozen}
 
         # SIGSTOP w0 past its lease: its sockets stay open, so the simulator still pushes into them.
+        paused_connections = judge.connection_ids(frozen_sellers)
         workers.signal("w0", signal.SIGSTOP)
         await asyncio.sleep(0.5)
         only_w0 = set(fleet.ask(frozen, "你还在吗"))  # reach nothing but the paused process
@@ -302,12 +315,18 @@ async def test_a_paused_worker_sends_nothing_after_its_lease_and_a_fourth_worker
         both = set(fleet.ask(frozen, "谁来回答"))  # reach the paused process and the new owner
         await fleet.all_answered(among=both)
         workers.signal("w0", signal.SIGCONT)
-        # Awake, w0 reads every buffered push: its claims are fenced, so it answers none of them.
+        # Awake, w0 reads every buffered push: its records are fenced, so it neither answers nor ACKs them; when
+        # its connections close, the platform pushes them again to the new owner, which answers each once.
         await until(fleet.everyone_once, timeout=TTL + 10)
+        await fleet.all_answered(among=only_w0)
         await asyncio.sleep(2.0)
-        late = [(a, c) for a, c, m in fleet.asked if m in only_w0 and fleet.replies(a, c)]
+        sent = {
+            (a, c): fleet.sim.sent(seller=fleet.seller_of[a], chat_id=c) for a, c, m in fleet.asked if m in only_w0
+        }
+        late = [key for key, replies in sent.items() if any(r["connection"] in paused_connections for r in replies)]
         assert late == [], f"{len(late)} replies from the paused worker after it lost its lease"
-        print(f"\nSIGSTOP: {len(only_w0)} messages reached only the paused worker: none answered after SIGCONT")
+        assert all(len(replies) == 1 for replies in sent.values()), sent
+        print(f"\nSIGSTOP: {len(only_w0)} messages reached only the paused worker: each answered once by the new owner")
         assert all(fleet.replies(a, c) == 1 for a, c, m in fleet.asked if m in both)
 
         # A 4th worker: buckets rebalance, at most a fair share moves.
