@@ -160,8 +160,8 @@ async def test_sigkill_during_busy_traffic_loses_and_repeats_nothing(
     db_file = Path(settings.database_url.split("///", 1)[1])
     with sqlite3.connect(db_file) as raw:
         assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    for account_id, versions in cookies.items():
-        assert await store.get_account_cookie(account_id) in versions
+    for account_id, versions in cookies.items():  # the first update may not have committed before an early kill
+        assert await store.get_account_cookie(account_id) in [sellers[account_id]["cookie"], *versions]
     answered_before = {m["message_id"]: sent_to(sim, sellers[m["account"]], m["chat_id"]) for m in pushed}
     assert max(answered_before.values(), default=0) <= 1
     for message in pushed:  # answered means claimed, and the claim was committed first

@@ -55,16 +55,17 @@ async def live_account(engine: AccountScheduler, sim: Simulator) -> dict[str, An
     return seller
 
 
-async def test_a_failed_message_claim_sends_no_reply_and_the_next_message_is_answered_once(
+async def test_a_failed_message_record_is_not_acknowledged_and_is_answered_once_when_pushed_again(
     engine: AccountScheduler, sim: Simulator, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seller = await live_account(engine, sim)
-    failing = Failing(store, "claim_inbound")
-    monkeypatch.setattr(store, "claim_inbound", failing)
+    failing = Failing(store, "record_inbound")
+    monkeypatch.setattr(store, "record_inbound", failing)
     lost = sim.push_message(seller["unb"], "在吗")
     await eventually(lambda: failing.calls >= 1)
     await asyncio.sleep(0.5)
-    assert sim.sent(seller=seller["unb"], chat_id=lost["chat_id"]) == []  # not claimed: not answered
+    assert sim.sent(seller=seller["unb"], chat_id=lost["chat_id"]) == []  # not recorded: not answered
+    assert sum(c["unacked"] for c in sim.connections(seller=seller["unb"]) if c["closed_ms"] is None) >= 1
     assert engine.state("a").lifecycle is Lifecycle.RUNNING  # one failed write does not take the account down
     failing.on = False
     fresh = sim.push_message(seller["unb"], "在吗")
@@ -74,6 +75,10 @@ async def test_a_failed_message_claim_sends_no_reply_and_the_next_message_is_ans
     )
     await asyncio.sleep(0.5)
     assert len(sim.sent(seller=seller["unb"], chat_id=fresh["chat_id"])) == 1
+    sim.set_fault("drop", seller=seller["unb"])  # after the reconnect the platform pushes the unACKed one again
+    await eventually(lambda: sim.sent(seller=seller["unb"], chat_id=lost["chat_id"]), timeout=15)
+    await asyncio.sleep(0.5)
+    assert len(sim.sent(seller=seller["unb"], chat_id=lost["chat_id"])) == 1
 
 
 async def test_a_failed_delivery_claim_sends_nothing_and_the_resent_paid_event_delivers_once(

@@ -4,8 +4,9 @@ The session hands over each event it admitted (not a duplicate, with its expiry 
 `replies.policy.decide`, applies the decision's state changes before any `await` (so concurrent messages of one
 chat see each other), waits out a debounce, asks the AI when the policy says so (falling back to the default
 reply on any AI failure), reports every decision to `on_decision` for the conversation log, and returns the reply
-for the session to send. Rules and settings are swapped whole by `update`: the next message sees the new ones,
-no restart needed.
+for the session to send once `claim_reply` (the durable compare-and-set of the message's row) allowed it: of two
+handlers of one message, a live one and a resumed one, only one sends. Rules and settings are swapped whole by
+`update`: the next message sees the new ones, no restart needed.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class AccountReplier:
         history: History | None = None,
         facts: Facts | None = None,
         on_decision: Callable[[Decided], Awaitable[None]] | None = None,
+        claim_reply: Callable[[Decided], Awaitable[bool]] | None = None,
         ai_factory: AIFactory = _default_ai,
     ) -> None:
         self.account_id = account_id
@@ -78,6 +80,7 @@ class AccountReplier:
         self._history = history
         self._facts = facts
         self._on_decision = on_decision
+        self._claim_reply = claim_reply
         self._ai_factory = ai_factory
         self._ai: AIReplier | None = None
         self._log = log.bind(account_id=account_id)
@@ -154,9 +157,20 @@ class AccountReplier:
     async def _done(
         self, incoming: Incoming, decision: Decision, reply: Reply | None = None, *, error: str | None = None
     ) -> Reply | None:
+        decided = Decided(incoming, decision, reply, error)
+        if reply is not None and self._claim_reply is not None:
+            try:
+                claimed = await self._claim_reply(decided)
+            except Exception as exc:
+                # Not known to be ours: not sent. The message stays recorded and open for a later resume.
+                self._log.warning("reply not claimed; not sent", error=f"{type(exc).__name__}: {exc}"[:200])
+                return None
+            if not claimed:
+                self._log.info("message answered by another handler; not sent again")
+                return None
         if self._on_decision is not None:
             try:
-                await self._on_decision(Decided(incoming, decision, reply, error))
+                await self._on_decision(decided)
             except Exception:
                 self._log.exception("recording a decision failed")
         return reply

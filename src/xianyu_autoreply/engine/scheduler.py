@@ -8,6 +8,9 @@ The seeds' CookieManager, kept to its promises:
   crashes in a window park it in `error`, and a lost login in `auth_expired`. No account can take another down.
 - Sessions start at a bounded rate, so thousands of accounts come up without a thundering herd.
 - Rule and setting changes reach the account's `AccountReplier` at once; the session keeps running.
+- Nothing acknowledged is lost: a session acknowledges a push only after `record` stored its items; on every
+  (re)connect `_resume` handles what the account recorded and never finished (a kill, a drain cut short, a bucket
+  taken over), exactly once: a reply is sent only by the handler whose `begin_reply` moved the row.
 
 Lifecycle: stopped -> starting -> running <-> backoff, and auth_expired / error / deleted (DESIGN §2).
 """
@@ -22,12 +25,14 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 import structlog
 
 from ..config import Settings
+from ..platform.errors import NotRecorded
 from ..platform.limits import ProcessLimits
 from ..platform.mtop_client import MtopClient
 from ..platform.session import (
@@ -36,13 +41,14 @@ from ..platform.session import (
     Incoming,
     ReconnectPolicy,
     Reply,
+    SendOutcome,
     Sent,
     SessionHooks,
     SessionOutcome,
     SessionStats,
     StateChange,
 )
-from ..protocol import BuyerMessage, ChatMessage, OrderEvent, TextContent, now_ms, parse_cookie
+from ..protocol import BuyerMessage, ChatMessage, OrderEvent, OrderStatus, TextContent, now_ms, parse_cookie
 from ..replies import (
     AIReplier,
     AIReplyError,
@@ -64,7 +70,9 @@ from ..store import (
     DeliveryRule,
     DeliveryRuleSpec,
     Direction,
+    Inbound,
     InvalidValue,
+    Message,
     Store,
 )
 from ..store import Rule as StoredRule
@@ -202,6 +210,7 @@ class AccountScheduler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self.running = False
+        self._chores: set[asyncio.Task[None]] = set()  # resumes after a connect
         # Orders and owner notifications (engine/orders.py, engine/notify.py): wired here and in `_new_session`.
         self.orders = OrderDesk(
             store=store,
@@ -243,6 +252,8 @@ class AccountScheduler:
     async def stop(self) -> None:
         """Stop accepting work and close every session (1001) within the stop timeout."""
         self.running = False
+        for chore in list(self._chores):
+            chore.cancel()
         runtimes = list(self._runtimes.values())
         await asyncio.gather(*(self._halt(rt) for rt in runtimes), return_exceptions=True)
         self._preloaded.clear()
@@ -506,14 +517,6 @@ class AccountScheduler:
     def _owned(self, account_id: str) -> bool:
         return self._owns is None or self._owns(account_id)
 
-    async def _claim_inbound(self, account_id: str, message_id: str, **fields: Any) -> bool:
-        """`claim_inbound` with the lease's fence: a refused claim is a message this node must not answer."""
-        try:
-            return await self.store.claim_inbound(account_id, message_id, fence=self.fence_for(account_id), **fields)
-        except FencedOut as exc:
-            log.warning("message left to the new owner", account_id=account_id, bucket=exc.fence.bucket)
-            return False
-
     async def attach(self, account_ids: Collection[str]) -> int:
         """Load and start accounts whose bucket this node just took; returns how many were new here."""
         wanted = [a for a in account_ids if a not in self._runtimes]
@@ -537,9 +540,7 @@ class AccountScheduler:
                     self._launch(rt)
         return added
 
-    async def detach(
-        self, account_ids: Collection[str], *, timeout: float | None = None, drain: float = 0.0
-    ) -> None:
+    async def detach(self, account_ids: Collection[str], *, timeout: float | None = None, drain: float = 0.0) -> None:
         """Stop and forget accounts whose bucket this node lost or hands over (the database keeps them).
 
         Runs all at once, within `drain` (messages in flight are answered) + `timeout` (sessions close): the node
@@ -673,27 +674,30 @@ class AccountScheduler:
         def on_state(change: StateChange) -> None:
             if change.state is ConnectionState.CONNECTED:
                 self._set_lifecycle(rt, Lifecycle.RUNNING, change.reason)
+                if rt.session is not None:
+                    self._background(self._resume(rt, rt.session), name=f"resume:{account_id}")
             elif change.state is ConnectionState.RECONNECTING and rt.lifecycle is not Lifecycle.STARTING:
                 rt.last_error = rt.session.stats.last_error if rt.session is not None else change.reason
                 self._set_lifecycle(rt, Lifecycle.BACKOFF, change.reason)
             self.bus.publish("account.connection", account_id, state=change.state.value, reason=change.reason)
 
-        async def claim(incoming: Incoming) -> bool:
-            event = incoming.event
-            if isinstance(event, ChatMessage):
-                fresh = await self._claim_inbound(
-                    account_id,
-                    event.message_id,
-                    chat_id=event.chat_id,
-                    created_ms=event.created_ms,
-                    text=event.text,
-                    content_type=str(event.content_type),
-                    sender_id=event.sender_id,
-                    sender_nick=event.sender_nick,
-                    item_id=event.item_id,
-                    status="expired" if incoming.expired else "received",
-                )
-                if fresh:
+        async def record(admitted: Sequence[Incoming]) -> list[bool]:
+            # Before the push is acknowledged: every item with a key in one group commit (store/writer.py).
+            fresh = [True] * len(admitted)  # events nobody records (typing, notices) are handled as they come
+            where = [(i, item) for i, incoming in enumerate(admitted) if (item := _inbound(incoming)) is not None]
+            if where:
+                try:
+                    answers = await self.store.record_inbound(
+                        account_id, [item for _, item in where], fence=self.fence_for(account_id)
+                    )
+                except FencedOut as exc:
+                    log.warning("push left to the new owner", account_id=account_id, bucket=exc.fence.bucket)
+                    raise NotRecorded(f"the lease of bucket {exc.fence.bucket} moved on") from exc
+                for (i, _), new in zip(where, answers, strict=True):
+                    fresh[i] = new
+            for incoming, new in zip(admitted, fresh, strict=True):
+                event = incoming.event
+                if new and isinstance(event, ChatMessage):
                     self.bus.publish(
                         "message.in",
                         account_id,
@@ -703,23 +707,11 @@ class AccountScheduler:
                         text=event.text,
                         own=not isinstance(event, BuyerMessage),
                     )
-                return fresh
-            if isinstance(event, OrderEvent) and event.message_id and event.chat_id:
-                return await self._claim_inbound(
-                    account_id,
-                    event.message_id,
-                    chat_id=event.chat_id,
-                    created_ms=event.created_ms or now_ms(),
-                    text=event.text,
-                    content_type="order",
-                    sender_id=event.buyer_id,
-                    item_id=event.item_id,
-                )
-            return True
+            return fresh
 
         async def on_sent(sent: Sent) -> None:
             text = sent.content.text if isinstance(sent.content, TextContent) else sent.content.url
-            # Queued into the log's group commit, not awaited: the claim already made the reply exactly-once.
+            # Queued into the log's group commit, not awaited: `begin_reply` already made the reply exactly-once.
             self.store.log_writer.record_outbound(
                 account_id,
                 sent.uuid,
@@ -732,6 +724,8 @@ class AccountScheduler:
                 status="sent" if sent.ok else "failed",
                 sender_id=None,
             )
+            if sent.in_reply_to is not None:
+                self.store.log_writer.mark_inbound(account_id, sent.in_reply_to, status=_ANSWERED[sent.outcome])
             self.bus.publish(
                 "reply.sent" if sent.ok else "reply.failed",
                 account_id,
@@ -756,6 +750,8 @@ class AccountScheduler:
         async def on_incoming(incoming: Incoming) -> None:
             if isinstance(incoming.event, OrderEvent):
                 await self.orders.on_event(account_id, incoming.event)
+                if (key := incoming.key) is not None:
+                    self.store.log_writer.mark_inbound(account_id, key, status="applied")
 
         async def on_verification(url: str | None) -> None:
             rt.last_error = "verification_required"
@@ -766,7 +762,7 @@ class AccountScheduler:
             on_state=on_state,
             on_sent=on_sent,
             on_cookie=on_cookie,
-            claim_message=claim,
+            record=record,
             on_verification=on_verification,
             on_incoming=on_incoming,
         )
@@ -782,21 +778,105 @@ class AccountScheduler:
             policy=self.options.policy,
         )
 
+    def _background(self, coro: Coroutine[Any, Any, None], *, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+    async def _resume(self, rt: _Runtime, session: AccountSession) -> None:
+        """Handle what the account recorded and never finished, once per row (see the module docstring).
+
+        Runs after every connect. A row recorded before this resume began, not in flight in this session, and still
+        open was left by a crash, a drain cut short or another node: `received` is handled now (or logged expired),
+        `replying` may have reached the buyer and is reported as interrupted, never sent again.
+        """
+        account_id = rt.account_id
+        started = datetime.now(UTC)  # rows recorded from now on are this session's own
+        try:
+            await session.recorded()  # a push re-sent on connect is recorded by now: new (ours) or seen (resumed)
+            busy = session.in_flight()
+            await self.store.log_writer.flush()  # the outcomes of what finished here are in the rows we read
+            rows = await self.store.list_open_inbound(account_id, recorded_before=started)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("could not look for unfinished messages", account_id=account_id, error=type(exc).__name__)
+            return
+        expire_ms = int(self.settings.session.message_expire * 1000)
+        now = now_ms()
+        counts: dict[str, int] = {}
+        for row in rows:
+            if row.message_id in busy:
+                continue
+            outcome = self._resume_row(account_id, session, row, now=now, expire_ms=expire_ms)
+            counts[outcome] = counts.get(outcome, 0) + 1
+        if counts:
+            log.info("resumed unfinished messages", account_id=account_id, **counts)
+
+    def _resume_row(self, account_id: str, session: AccountSession, row: Message, *, now: int, expire_ms: int) -> str:
+        writer = self.store.log_writer
+        if row.content_type == "order":
+            event = _order_event(row)
+            if event is None:
+                writer.mark_inbound(account_id, row.message_id, status="ignored", reply_reason="unreadable")
+                return "unreadable"
+            session.resume(Incoming(event, now, resumed=True))
+            return "orders"
+        if row.status == "replying":
+            reason = "interrupted while sending: it may have reached the buyer, so it is not sent again"
+            writer.mark_inbound(account_id, row.message_id, status="interrupted", reply_reason=reason)
+            log.warning("reply interrupted by a restart", account_id=account_id, message_id=row.message_id)
+            self.bus.publish(
+                "reply.interrupted", account_id, chat_id=row.chat_id, message_id=row.message_id, text=row.text
+            )
+            return "interrupted"
+        if row.sender_id == session.seller_id:  # our echo or the seller typing elsewhere: nothing to answer now
+            writer.mark_inbound(account_id, row.message_id, status="ignored", reply_reason="resumed_own_message")
+            return "own"
+        if now - row.created_ms > expire_ms:
+            writer.mark_inbound(account_id, row.message_id, status="expired", reply_reason="expired_before_resume")
+            return "expired"
+        event = BuyerMessage(
+            row.message_id,
+            row.chat_id,
+            row.sender_id or "",
+            row.sender_nick or "",
+            row.item_id,
+            row.text,
+            _content_type(row.content_type),
+            row.created_ms,
+        )
+        session.resume(Incoming(event, now, resumed=True))
+        return "messages"
+
     async def _make_replier(self, rt: _Runtime) -> AccountReplier:
         account_id = rt.account_id
 
         async def on_decision(decided: Decided) -> None:
             event = decided.incoming.event
-            if isinstance(event, ChatMessage):
-                status = "replied" if decided.reply is not None else "ignored"
-                # Queued, not awaited: the decision must not wait for a commit before its reply is sent.
+            if isinstance(event, ChatMessage) and decided.reply is None:
+                # Queued, not awaited: nothing is sent, so nothing waits for this to be durable.
                 self.store.log_writer.mark_inbound(
-                    account_id,
-                    event.message_id,
-                    status=status,
-                    reply_source=decided.decision.source if decided.reply is not None else None,
-                    reply_reason=decided.decision.reason.value,
+                    account_id, event.message_id, status="ignored", reply_reason=decided.decision.reason.value
                 )
+
+        async def claim_reply(decided: Decided) -> bool:
+            # Durable before the send: of a live and a resumed handler one sends, and a crash while sending
+            # leaves `replying`, which the next resume reports as interrupted rather than answering twice.
+            key = decided.incoming.key
+            if key is None:
+                return True
+            try:
+                return await self.store.begin_reply(
+                    account_id,
+                    key,
+                    reply_source=decided.decision.source,
+                    reply_reason=decided.decision.reason.value,
+                    fence=self.fence_for(account_id),
+                )
+            except FencedOut:
+                log.warning("reply left to the account's new owner", account_id=account_id)
+                return False
 
         async def history(chat_id: str) -> list[Turn]:
             await self.store.log_writer.flush()  # the AI must see the replies still queued for the log
@@ -836,6 +916,7 @@ class AccountScheduler:
             history=history,
             facts=facts,
             on_decision=on_decision,
+            claim_reply=claim_reply,
             ai_factory=lambda s: AIReplier(s.ai, account_name=s.account_name, timeout_s=self.options.ai_timeout),
         )
 
@@ -892,6 +973,68 @@ class AccountScheduler:
         if lock is None:
             lock = self._locks[account_id] = asyncio.Lock()
         return lock
+
+
+# What a send's outcome makes of the buyer message it answered.
+_ANSWERED = {
+    SendOutcome.CONFIRMED: "replied",
+    SendOutcome.NOT_SENT: "failed",
+    SendOutcome.UNCONFIRMED: "unconfirmed",
+}
+
+
+def _inbound(incoming: Incoming) -> Inbound | None:
+    """The log row of an admitted event, or None for events that are not recorded (typing, notices)."""
+    event, key = incoming.event, incoming.key
+    if key is None:
+        return None
+    if isinstance(event, ChatMessage):
+        return Inbound(
+            key,
+            event.chat_id,
+            event.created_ms,
+            event.text,
+            str(event.content_type),
+            event.sender_id,
+            event.sender_nick,
+            event.item_id,
+            status="expired" if incoming.expired else "received",
+        )
+    if isinstance(event, OrderEvent):
+        return Inbound(
+            key,
+            event.chat_id or "",
+            event.created_ms or now_ms(),
+            event.text,
+            "order",
+            event.buyer_id,
+            None,
+            event.item_id,
+            event={"order_id": event.order_id, "status": event.status.value},
+        )
+    return None
+
+
+def _order_event(row: Message) -> OrderEvent | None:
+    """The order event a recorded order row stands for (to replay it), None if the row cannot say."""
+    detail = row.event or {}
+    try:
+        status = OrderStatus(detail.get("status"))
+    except ValueError:
+        return None
+    order_id = detail.get("order_id")
+    if not isinstance(order_id, str) or not order_id:
+        return None
+    return OrderEvent(
+        order_id, status, row.chat_id or None, row.sender_id, row.item_id, row.text, row.message_id, row.created_ms
+    )
+
+
+def _content_type(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        return 1
 
 
 def _reply_rule(rule: StoredRule, fallback_id: str) -> ReplyRule:

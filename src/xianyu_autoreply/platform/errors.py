@@ -6,6 +6,7 @@ PlatformError
 │   ├── TokenExpired          `_m_h5_tk` stale: merge the Set-Cookie that came with it and retry
 │   ├── SessionExpired        the login is gone: the account needs a new cookie
 │   └── RiskControl           captcha/slider required (`captcha_url`): back off long, tell the owner
+├── NotRecorded             the owner could not durably record a push: it is not acknowledged (pushed again)
 └── ConnectionLost            an established or opening IM connection ended; `reason` says how
     ├── HandshakeRejected     the upgrade was refused with an HTTP status
     ├── RegistrationRejected  `/reg` was refused: the access token is no longer good
@@ -47,6 +48,14 @@ class RiskControl(MtopFailure):
     def __init__(self, message: str, *, ret: tuple[str, ...] = (), captcha_url: str | None = None) -> None:
         super().__init__(message, ret=ret)
         self.captcha_url = captcha_url
+
+
+class NotRecorded(PlatformError):
+    """The session's owner could not durably record a push (its lease moved on, the database failed).
+
+    Such a push is not acknowledged, so the platform pushes it again: to the account's next owner, or to this one
+    after it reconnects. Never acknowledge what will not be handled.
+    """
 
 
 class DisconnectReason(enum.StrEnum):

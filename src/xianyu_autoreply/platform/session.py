@@ -4,6 +4,11 @@ One session owns one connection at a time and two tasks while connected: the rea
 and the ticker (heartbeat, heartbeat timeout, token refresh). Each inbound event is handled in its own task,
 bounded per account and per process, so a slow decision delays only its own chat.
 
+Nothing acknowledged is ever lost: with a `record` hook, a push is acknowledged only after its owner durably
+recorded every item in it (one group commit). A push that could not be recorded, or that arrives while the
+session is closing, is not acknowledged, so the platform pushes it again; a crash after the record is resumed by
+the owner from what it recorded.
+
 Connection states follow the seeds: disconnected -> connecting -> connected -> reconnecting -> ... -> closed, and
 `failed` when the account cannot continue (login gone). Every transition is published with its reason.
 Reconnects use exponential backoff with full jitter (tenacity), classified by exception type; a connection that
@@ -19,7 +24,7 @@ import functools
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +43,7 @@ from ..protocol import (
     ImageContent,
     InvalidCookie,
     MalformedFrame,
+    OrderEvent,
     SellerMessage,
     TextContent,
     ack_diff_frame,
@@ -62,6 +68,7 @@ from .errors import (
     HandshakeRejected,
     HeartbeatTimeout,
     MtopFailure,
+    NotRecorded,
     PlatformError,
     RegistrationRejected,
     RiskControl,
@@ -114,12 +121,31 @@ class StateChange:
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
-    """An event as the session saw it arrive, with what the session already knows about it."""
+    """An event as the session saw it arrive, with what the session already knows about it.
+
+    `resumed`: recorded earlier (before a crash, a reconnect or a handover) and handed back by the owner.
+    """
 
     event: Event
     received_ms: int
     expired: bool = False
     own_echo: bool = False
+    resumed: bool = False
+
+    @property
+    def key(self) -> str | None:
+        """The durable dedup key of the event (the platform message id), None for events nobody records."""
+        return event_key(self.event)
+
+
+def event_key(event: Event) -> str | None:
+    """The platform message id; an order event without one is keyed by its order and status."""
+    message_id = getattr(event, "message_id", None)
+    if message_id:
+        return str(message_id)
+    if isinstance(event, OrderEvent) and event.order_id:
+        return f"order:{event.order_id}:{event.status.value}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,18 +162,30 @@ class Reply:
         return TextContent(self.text or "")
 
 
-@dataclass(frozen=True, slots=True)
+class SendOutcome(enum.StrEnum):
+    """What became of a send: what callers decide on (retry, never retry), never the error's text."""
+
+    CONFIRMED = "confirmed"  # the platform answered 200
+    NOT_SENT = "not_sent"  # provably never left (no connection) or refused by the platform: safe to try again
+    UNCONFIRMED = "unconfirmed"  # left, but no answer came: it may have reached the buyer, so never repeated
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Sent:
-    """A message we sent: confirmed by the platform (`ok`), or not, with the error."""
+    """A message we sent: its outcome, and the error when it was not confirmed."""
 
     chat_id: str
     to_user: str
     uuid: str
     content: Content
     source: str
-    ok: bool
+    outcome: SendOutcome
     error: str | None = None
     in_reply_to: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is SendOutcome.CONFIRMED
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +201,8 @@ class ReconnectPolicy:
 
 
 Decide = Callable[[Incoming], Awaitable[Reply | None]]
+# The durable record of a push's items: per item True when new (to be handled), False when recorded before.
+Record = Callable[[Sequence[Incoming]], Awaitable[Sequence[bool]]]
 
 
 async def _no_decision(incoming: Incoming) -> Reply | None:
@@ -178,8 +218,9 @@ class SessionHooks:
     on_incoming: Callable[[Incoming], Awaitable[None]] | None = None
     on_sent: Callable[[Sent], Awaitable[None]] | None = None
     on_cookie: Callable[[str], Awaitable[None]] | None = None
-    # Durable dedup (the store's unique key): True the first time a message id is seen, across restarts.
-    claim_message: Callable[[Incoming], Awaitable[bool]] | None = None
+    # Durable record and dedup (the store's unique key), awaited before the push is acknowledged. Raising (e.g.
+    # `NotRecorded` when the owner's lease is gone) leaves the push unacknowledged: the platform pushes it again.
+    record: Record | None = None
     on_verification: Callable[[str | None], Awaitable[None]] | None = None  # risk control: captcha URL
 
 
@@ -190,6 +231,8 @@ class SessionStats:
     messages_in: int = 0
     replies_out: int = 0
     malformed: int = 0
+    unrecorded: int = 0  # pushes left unacknowledged because their record failed
+    left_unacked: int = 0  # pushes left unacknowledged for the next owner because the session was closing
     duplicates: int = 0
     expired: int = 0
     send_failures: int = 0
@@ -272,9 +315,9 @@ class AccountSession:
         self.policy = policy or ReconnectPolicy()
         self._account_slots = asyncio.Semaphore(self.settings.max_concurrent_messages)
         self._rate = _TokenBucket(send_rate, send_burst)
-        # Without a durable claim (`hooks.claim_message`), message ids are kept here twice the expiry window: a
+        # Without a durable record (`hooks.record`), message ids are kept here twice the expiry window: a
         # re-delivery after that is expired anyway. With one, the database is the one guard and nothing is kept:
-        # a copy here would cost ~200 bytes per message for ten minutes and only spare the rare re-delivery's claim.
+        # a copy here would cost ~200 bytes per message for ten minutes and only spare the rare re-delivery's record.
         self._seen = SeenMessages(capacity=20_000, ttl_ms=int(max(60.0, self.settings.message_expire * 2) * 1000))
         self._recent = SentTexts(per_chat=32, max_chats=2_000, ttl_ms=120_000)
         self.state = ConnectionState.DISCONNECTED
@@ -287,6 +330,8 @@ class AccountSession:
         self._connected = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handlers: set[asyncio.Task[None]] = set()  # messages being handled: what `close` lets finish
+        self._in_flight: set[str] = set()  # keys of events this session handles, until their handler finished
+        self._takes: set[asyncio.Task[None]] = set()  # pushes being recorded (and acknowledged)
         self._run_task: asyncio.Task[SessionOutcome] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._closing = False
@@ -307,6 +352,26 @@ class AccountSession:
     def cookie_jar(self) -> _CookieJar:
         """The live cookie, for MTOP calls made on this account's behalf (item detail, confirm shipment)."""
         return self._jar
+
+    def in_flight(self) -> frozenset[str]:
+        """Keys of the events this session handles now (what a resume must leave alone)."""
+        return frozenset(self._in_flight)
+
+    async def recorded(self, timeout: float = 10.0) -> None:
+        """Wait until the pushes being recorded now are recorded: each item then is either in `in_flight` (new,
+        handled here) or was recorded before (a re-sent push whose row only a resume can finish)."""
+        if self._takes:
+            await asyncio.wait(set(self._takes), timeout=timeout)
+
+    def resume(self, incoming: Incoming) -> bool:
+        """Handle an event the owner recorded earlier and never finished; False when it is in flight here."""
+        key = incoming.key
+        if key is not None:
+            if key in self._in_flight:
+                return False
+            self._in_flight.add(key)
+        self._start_handler(incoming)
+        return True
 
     async def run(self) -> SessionOutcome:
         """Keep the account online until `close()` (CLOSED) or until its login is gone (AUTH_EXPIRED)."""
@@ -342,8 +407,9 @@ class AccountSession:
         """Stop everything this session started and close the socket with 1001, within `timeout` seconds.
 
         With `drain`, the messages being handled first get up to that many seconds (of `timeout`) to finish while
-        the connection stays up: a message the platform pushed is never pushed again, so one dropped here would
-        go unanswered. Pushes arriving meanwhile are still handled; no reconnect is made once closing.
+        the connection stays up: an acknowledged push is never pushed again, so one dropped here would go
+        unanswered. A push arriving meanwhile is not taken (with a `record` hook): left unacknowledged, the
+        platform pushes it to the next connection. No reconnect is made once closing.
         """
         self._closing = True
         task = self._run_task
@@ -397,14 +463,30 @@ class AccountSession:
             try:
                 answer = await self._request(ws, frame, timeout=self.settings.heartbeat_timeout)
             except ConnectionLost as exc:
-                return await self._sent(chat_id, to_user, uuid, reply, in_reply_to, error=f"unconfirmed: {exc}")
+                return await self._sent(
+                    chat_id,
+                    to_user,
+                    uuid,
+                    reply,
+                    in_reply_to,
+                    outcome=SendOutcome.UNCONFIRMED,
+                    error=f"unconfirmed: {exc}",
+                )
             if answer.code == 200:
                 self.stats.replies_out += 1
-                return await self._sent(chat_id, to_user, uuid, reply, in_reply_to)
+                return await self._sent(chat_id, to_user, uuid, reply, in_reply_to, outcome=SendOutcome.CONFIRMED)
             return await self._sent(
-                chat_id, to_user, uuid, reply, in_reply_to, error=f"platform answered {answer.code}"
+                chat_id,
+                to_user,
+                uuid,
+                reply,
+                in_reply_to,
+                outcome=SendOutcome.NOT_SENT,
+                error=f"platform answered {answer.code}",
             )
-        return await self._sent(chat_id, to_user, uuid, reply, in_reply_to, error="not connected")
+        return await self._sent(
+            chat_id, to_user, uuid, reply, in_reply_to, outcome=SendOutcome.NOT_SENT, error="not connected"
+        )
 
     # --- connecting -----------------------------------------------------------------------------------------
 
@@ -602,27 +684,73 @@ class AccountSession:
             return
         if inbound.kind is not FrameKind.PUSH:
             return
-        ack = ack_frame(inbound.frame)
-        if ack is not None:
-            try:
-                await ws.send(encode_frame(ack))
-            except websockets.ConnectionClosed as exc:
-                raise _lost_from(exc) from exc
+        if self._closing and self.hooks.record is not None:
+            # Draining: finish what was taken, take nothing new. Left unACKed, the push goes to the next owner
+            # (or to this account's next connection), so a handover waits only for the handlers in flight.
+            self.stats.left_unacked += 1
+            return
         decoded = decode_push(inbound.frame, own_id=self.seller_id)
         for error in decoded.errors:
             self._malformed("push", error)
         received = now_ms()
-        for event in decoded.events:
-            incoming = self._admit(event, received)
-            if incoming is not None:
-                handler = self._spawn(self._handle(incoming), name="handle")
-                self._handlers.add(handler)
-                handler.add_done_callback(self._handlers.discard)
+        admitted = [a for a in (self._admit(e, received) for e in decoded.events) if a is not None]
+        ack = ack_frame(inbound.frame)
+        if self.hooks.record is None or not admitted:
+            # Nothing durable to wait for (no owner's record, or only malformed items: counted, never looping).
+            await self._ack(ws, ack)
+            for incoming in admitted:
+                self._start_handler(incoming)
+            return
+        take = self._spawn(self._take(ws, ack, admitted), name="take")
+        self._takes.add(take)
+        take.add_done_callback(self._takes.discard)
+        self._track(take)
+
+    async def _take(self, ws: ClientConnection, ack: dict[str, Any] | None, admitted: list[Incoming]) -> None:
+        """Record a push's items, acknowledge it, then handle the new ones; no ACK for what was not recorded."""
+        assert self.hooks.record is not None
+        try:
+            fresh = await self.hooks.record(admitted)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.stats.unrecorded += 1
+            reason = "the owner refused it" if isinstance(exc, NotRecorded) else "recording it failed"
+            self._log.warning(
+                "push not acknowledged: the platform will push it again", reason=reason, error=str(exc)[:200]
+            )
+            return
+        for incoming, new in zip(admitted, fresh, strict=True):
+            if not new:
+                self.stats.duplicates += 1  # recorded before: the owner's resume handles it if still open
+            elif (key := incoming.key) is not None:
+                self._in_flight.add(key)
+        with contextlib.suppress(ConnectionLost):
+            # A connection lost meanwhile: the push comes again and its record answers "seen"; we handle it here.
+            await self._ack(ws, ack)
+        for incoming, new in zip(admitted, fresh, strict=True):
+            if new:
+                self._start_handler(incoming)
+
+    async def _ack(self, ws: ClientConnection, ack: dict[str, Any] | None) -> None:
+        if ack is None:
+            return
+        try:
+            await ws.send(encode_frame(ack))
+        except websockets.ConnectionClosed as exc:
+            raise _lost_from(exc) from exc
+
+    def _start_handler(self, incoming: Incoming) -> None:
+        self._track(self._spawn(self._handle(incoming), name="handle"))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
 
     def _admit(self, event: Event, received_ms: int) -> Incoming | None:
         """First checks at arrival: duplicates dropped, expiry and own echoes flagged (all cheap, in memory)."""
         message_id = getattr(event, "message_id", None)
-        if message_id is not None and self.hooks.claim_message is None:
+        if message_id is not None and self.hooks.record is None:
             if self._seen.contains(message_id, now_ms=received_ms):
                 self.stats.duplicates += 1
                 return None
@@ -641,25 +769,25 @@ class AccountSession:
     async def _handle(self, incoming: Incoming) -> None:
         event = incoming.event
         message_id = getattr(event, "message_id", None)
-        async with self._limits.messages, self._account_slots:
-            try:
-                claim = self.hooks.claim_message
-                if message_id is not None and claim is not None and not await claim(incoming):
-                    self.stats.duplicates += 1
-                    return
-                if self.hooks.on_incoming is not None:
-                    await self.hooks.on_incoming(incoming)
-                if incoming.expired:
-                    self.stats.expired += 1
-                    return
-                reply = await self.hooks.decide(incoming)
-                if reply is not None and isinstance(event, BuyerMessage):
-                    await self.send(event.chat_id, event.sender_id, reply, in_reply_to=message_id)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.stats.last_error = f"handler: {type(exc).__name__}: {exc}"
-                self._log.exception("message handler failed", message_id=message_id)
+        try:
+            async with self._limits.messages, self._account_slots:
+                try:
+                    if self.hooks.on_incoming is not None:
+                        await self.hooks.on_incoming(incoming)
+                    if incoming.expired:
+                        self.stats.expired += 1
+                        return
+                    reply = await self.hooks.decide(incoming)
+                    if reply is not None and isinstance(event, BuyerMessage):
+                        await self.send(event.chat_id, event.sender_id, reply, in_reply_to=message_id)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.stats.last_error = f"handler: {type(exc).__name__}: {exc}"
+                    self._log.exception("message handler failed", message_id=message_id)
+        finally:
+            if (key := incoming.key) is not None:
+                self._in_flight.discard(key)
 
     # --- plumbing -------------------------------------------------------------------------------------------
 
@@ -680,9 +808,26 @@ class AccountSession:
             self._pending.pop(mid, None)
 
     async def _sent(
-        self, chat_id: str, to_user: str, uuid: str, reply: Reply, in_reply_to: str | None, *, error: str | None = None
+        self,
+        chat_id: str,
+        to_user: str,
+        uuid: str,
+        reply: Reply,
+        in_reply_to: str | None,
+        *,
+        outcome: SendOutcome,
+        error: str | None = None,
     ) -> Sent:
-        sent = Sent(chat_id, to_user, uuid, reply.content(), reply.source, error is None, error, in_reply_to)
+        sent = Sent(
+            chat_id=chat_id,
+            to_user=to_user,
+            uuid=uuid,
+            content=reply.content(),
+            source=reply.source,
+            outcome=outcome,
+            error=error,
+            in_reply_to=in_reply_to,
+        )
         if error is not None:
             self.stats.send_failures += 1
             self._log.warning("send failed", chat_id=chat_id, error=error)
@@ -776,10 +921,13 @@ __all__ = [
     "Incoming",
     "InvalidCookie",
     "ReconnectPolicy",
+    "Record",
     "Reply",
+    "SendOutcome",
     "Sent",
     "SessionHooks",
     "SessionOutcome",
     "SessionStats",
     "StateChange",
+    "event_key",
 ]

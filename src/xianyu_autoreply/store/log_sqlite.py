@@ -66,10 +66,15 @@ class RawLog:
         insert: Executable,
         claims: Sequence[dict[str, Any]],
         outbound: Sequence[dict[str, Any]],
+        transition: Executable,
+        transitions: Sequence[dict[str, Any]],
         update: Executable,
         marks: Sequence[dict[str, Any]],
-    ) -> list[bool]:
-        """One transaction: claims (each True when inserted), outbound rows, marks. Raises SQLAlchemy errors."""
+    ) -> tuple[list[bool], list[bool]]:
+        """One transaction: claims and transitions (each True when it changed a row), outbound rows, marks.
+
+        Raises SQLAlchemy errors.
+        """
         cur = self._conn.cursor()
         try:
             cur.execute("BEGIN IMMEDIATE")
@@ -80,6 +85,11 @@ class RawLog:
                     cur.execute(statement.sql, statement.params(row))
                     inserted.append(cur.rowcount == 1)
                 self._many(cur, insert, outbound)
+                moved: list[bool] = []
+                for params in transitions:
+                    statement = self._statement(transition, params)
+                    cur.execute(statement.sql, statement.params(params))
+                    moved.append(cur.rowcount == 1)
                 self._many(cur, update, marks)
                 cur.execute("COMMIT")
             except BaseException:
@@ -90,7 +100,7 @@ class RawLog:
             raise DBAPIError.instance(None, None, exc, sqlite3.Error) from exc
         finally:
             cur.close()
-        return inserted
+        return inserted, moved
 
     def _many(self, cur: sqlite3.Cursor, statement: Executable, rows: Sequence[dict[str, Any]]) -> None:
         if rows:

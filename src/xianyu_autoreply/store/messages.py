@@ -1,16 +1,20 @@
 """The conversation log and per-chat state.
 
-`claim_inbound` is the durable half of "exactly one reply per buyer message": the first claim of a platform
-message id inserts the row and wins; any later claim (a re-sent push, a reconnect, a restart, another worker)
-hits UNIQUE(account, direction, message id) and loses without writing. Chat-state counters are single
+`record_inbound` is the durable half of "exactly one reply per buyer message": the first record of a platform
+message id inserts the row and wins; any later one (a re-sent push, a reconnect, a restart, another worker)
+hits UNIQUE(account, direction, message id) and loses without writing. The inbound rows are also the engine's
+durable inbox: `received` until decided, `replying` while a reply may be on the wire (`begin_reply`, a
+compare-and-set), then `replied`, `ignored`, `expired`, `failed`, `interrupted`; an order card `received` until
+the order desk `applied` it. `list_open_inbound` finds what a crash left open. Chat-state counters are single
 statements (upserts), so two tasks of one chat never lose an update.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,8 +23,8 @@ from .cluster import Fence, check_fence
 from .crypto import SecretBox
 from .db import Database
 from .errors import AccountNotFound, InvalidValue
-from .models import ChatStateRow, MessageRow, utcnow
-from .records import ChatState, ChatSummary, Direction, Message
+from .models import OPEN_INBOUND, ChatStateRow, MessageRow, utcnow
+from .records import ChatState, ChatSummary, Direction, Inbound, Message
 from .writer import MessageWriter, outbound_row
 
 _MESSAGE_KEY = ["account_id", "direction", "message_id"]
@@ -50,30 +54,82 @@ class MessageStore(StoreBase):
         status: str = "received",
         fence: Fence | None = None,
     ) -> bool:
-        """Record a buyer message; True for the first claim of this message id, False for any repeat.
+        """Record one inbound message; True for the first record of this message id, False for any repeat."""
+        item = Inbound(message_id, chat_id, created_ms, text, content_type, sender_id, sender_nick, item_id, status)
+        return (await self.record_inbound(account_id, [item], fence=fence))[0]
 
-        With a `fence` (scale-out) the claim is refused with `FencedOut` once the bucket's lease moved on, so a
-        paused or partitioned old owner never answers a message the new owner could also see.
+    async def record_inbound(
+        self, account_id: str, items: Sequence[Inbound], *, fence: Fence | None = None
+    ) -> list[bool]:
+        """Record the items of one push in one transaction; per item True when new, False for a repeat.
+
+        Answers after the COMMIT (group commit, store/writer.py), so a True is durable: the session acknowledges
+        the push only then. With a `fence` (scale-out) the whole push is refused with `FencedOut` once the
+        bucket's lease moved on, so a paused or partitioned old owner neither answers nor acknowledges it.
         """
-        if not message_id:
-            raise InvalidValue("an inbound message needs its platform message id (or the fallback key)")
-        values = {
-            "account_id": account_id,
-            "chat_id": chat_id,
-            "message_id": message_id,
-            "direction": Direction.IN.value,
-            "sender_id": sender_id,
-            "sender_nick": sender_nick,
-            "item_id": item_id,
-            "text": text,
-            "content_type": content_type,
-            "created_ms": created_ms,
-            "recorded_at": utcnow(),
-            "status": status,
-        }
-        # Group commit (store/writer.py): claims arriving together share one transaction; the answer comes
-        # after the COMMIT, so a True is as durable as before.
-        return await self.log_writer.claim(values, fence)
+        for item in items:
+            if not item.message_id:
+                raise InvalidValue("an inbound message needs its platform message id (or the fallback key)")
+        now = utcnow()
+        rows = [
+            {
+                "account_id": account_id,
+                "chat_id": item.chat_id,
+                "message_id": item.message_id,
+                "direction": Direction.IN.value,
+                "sender_id": item.sender_id,
+                "sender_nick": item.sender_nick,
+                "item_id": item.item_id,
+                "text": item.text,
+                "content_type": item.content_type,
+                "created_ms": item.created_ms,
+                "recorded_at": now,
+                "status": item.status,
+                "event": item.event,
+            }
+            for item in items
+        ]
+        return await self.log_writer.claim_many(rows, fence)
+
+    async def begin_reply(
+        self,
+        account_id: str,
+        message_id: str,
+        *,
+        reply_source: str | None = None,
+        reply_reason: str | None = None,
+        fence: Fence | None = None,
+    ) -> bool:
+        """Claim the right to answer a recorded message (`received` -> `replying`); True for the one winner.
+
+        Committed before the reply is sent: of a live handler and a resumed one only one sends, and a crash while
+        sending leaves `replying` behind, which a later resume reports as interrupted instead of answering twice.
+        """
+        return await self.log_writer.transition(
+            account_id,
+            message_id,
+            from_status="received",
+            to_status="replying",
+            reply_source=reply_source,
+            reply_reason=reply_reason,
+            fence=fence,
+        )
+
+    async def list_open_inbound(
+        self, account_id: str, *, recorded_before: datetime | None = None, limit: int = 1000
+    ) -> list[Message]:
+        """Inbound rows still `received` or `replying` (what a crash, a kill or a handover left open), oldest first."""
+        statement = (
+            select(MessageRow)
+            .where(MessageRow.account_id == account_id, text(OPEN_INBOUND))
+            .order_by(MessageRow.id)
+            .limit(check_limit(limit))
+        )
+        if recorded_before is not None:
+            statement = statement.where(MessageRow.recorded_at < recorded_before)
+        async with self.db.read() as s:
+            rows = (await s.scalars(statement)).all()
+        return [_message(row) for row in rows]
 
     async def mark_inbound(
         self,
@@ -312,4 +368,5 @@ def _message(row: MessageRow) -> Message:
         reply_source=row.reply_source,
         reply_reason=row.reply_reason,
         reply_to=row.reply_to,
+        event=row.event,
     )

@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -169,6 +170,9 @@ class AiSettingsRow(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+OPEN_INBOUND = "direction = 'in' AND status IN ('received', 'replying')"
+
+
 class MessageRow(Base):
     """The conversation log; UNIQUE(account, direction, message id) is the durable dedup of inbound messages."""
 
@@ -178,6 +182,10 @@ class MessageRow(Base):
         Index("ix_messages_account_chat", "account_id", "chat_id", "id"),
         Index("ix_messages_account", "account_id", "id"),
         Index("ix_messages_recorded_at", "recorded_at"),
+        # The engine's durable inbox: inbound rows recorded but not yet decided, or whose reply may be in flight.
+        Index(
+            "ix_messages_open", "account_id", "id", sqlite_where=text(OPEN_INBOUND), postgresql_where=text(OPEN_INBOUND)
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -196,6 +204,7 @@ class MessageRow(Base):
     reply_source: Mapped[str | None] = mapped_column(String(128))
     reply_reason: Mapped[str | None] = mapped_column(Text)
     reply_to: Mapped[str | None] = mapped_column(String)
+    event: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what a replay needs beyond the columns (orders)
 
 
 class ChatStateRow(Base):

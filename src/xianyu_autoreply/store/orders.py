@@ -243,11 +243,11 @@ class OrderStore(StoreBase):
     async def list_due_deliveries(
         self, *, now: datetime | None = None, account_ids: Iterable[str] | None = None, limit: int = 100
     ) -> list[Delivery]:
-        """Deliveries to (re)try now: pending ones, and failed ones whose retry time has come."""
+        """Deliveries to (re)try now: pending or sending ones (to look at), and failed ones whose time has come."""
         now = now or utcnow()
         statement = select(DeliveryRow).where(
             or_(
-                DeliveryRow.state == DeliveryState.PENDING.value,
+                DeliveryRow.state.in_([DeliveryState.PENDING.value, DeliveryState.SENDING.value]),
                 (DeliveryRow.state == DeliveryState.FAILED.value)
                 & (DeliveryRow.next_attempt_at.is_(None) | (DeliveryRow.next_attempt_at <= now)),
             )

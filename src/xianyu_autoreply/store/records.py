@@ -62,7 +62,8 @@ class StockState(enum.StrEnum):
 
 
 class DeliveryState(enum.StrEnum):
-    PENDING = "pending"
+    PENDING = "pending"  # claimed, or an attempt preparing its goods (nothing has left yet)
+    SENDING = "sending"  # the goods are on the wire: a crash now cannot know whether the buyer got them
     SENT = "sent"
     FAILED = "failed"  # will be retried at `next_attempt_at`
     DELIVERY_FAILED = "delivery_failed"  # gave up; visible to the seller with its reason
@@ -216,6 +217,23 @@ class Message:
     reply_source: str | None
     reply_reason: str | None
     reply_to: str | None
+    event: dict[str, Any] | None = None  # what a replay needs beyond the columns (an order card's id and status)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One item of a push as the log records it before the push is acknowledged (`Store.record_inbound`)."""
+
+    message_id: str
+    chat_id: str
+    created_ms: int
+    text: str = ""
+    content_type: str = "text"
+    sender_id: str | None = None
+    sender_nick: str | None = None
+    item_id: str | None = None
+    status: str = "received"
+    event: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

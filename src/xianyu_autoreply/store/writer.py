@@ -6,8 +6,11 @@ each serialised them behind SQLite's single writer and cost ~7 ms of CPU per mes
 per `Store` that takes everything queued while its previous transaction ran and writes it in ONE transaction
 with Core `executemany` statements compiled once:
 
-- claims (`claim_inbound`): a multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING`; each caller's future is
-  resolved only after the COMMIT, so "claimed" still means "durably claimed" before any reply is decided;
+- claims (`claim_inbound`, `claim_many`: every item of one push in one op): a multi-row `INSERT ... ON CONFLICT DO
+  NOTHING RETURNING`; each caller's future is resolved only after the COMMIT, so "claimed" means "durably
+  recorded": the session acknowledges a push only then;
+- transitions (`transition`): a compare-and-set of an inbound row's status (`received` -> `replying` before a
+  reply is sent), awaited like a claim, so of two handlers of one message (a live one, a resumed one) one sends;
 - decisions and replies (`mark_inbound`, `record_outbound`): queued without waiting (off the reply path),
   written by the next batch; `flush()` waits for them (the engine's stop, a bucket handover, `Store.close`).
 
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, bindparam, update
+from sqlalchemy import and_, bindparam, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -52,7 +55,14 @@ _KEY = ["account_id", "direction", "message_id"]
 
 @dataclass(slots=True, eq=False)
 class _Claim:
-    values: dict[str, Any]
+    rows: list[dict[str, Any]]
+    fence: Fence | None
+    future: asyncio.Future[list[bool]]
+
+
+@dataclass(slots=True, eq=False)
+class _Transition:
+    params: dict[str, Any]
     fence: Fence | None
     future: asyncio.Future[bool]
 
@@ -73,14 +83,16 @@ class _Barrier:
     future: asyncio.Future[None]
 
 
-_Op = _Claim | _Outbound | _Mark | _Barrier
+_Op = _Claim | _Transition | _Outbound | _Mark | _Barrier
+_Fenced = _Claim | _Transition | _Outbound
 
 
 @dataclass(slots=True, eq=False)
 class _Outcome:
-    """What one batch decided per op: a claim's answer, or the error to hand to its caller."""
+    """What one batch decided per op: a claim's or a transition's answer, or the error to hand to its caller."""
 
-    claimed: dict[int, bool] = field(default_factory=dict)
+    claimed: dict[int, list[bool]] = field(default_factory=dict)
+    moved: dict[int, bool] = field(default_factory=dict)
     failed: dict[int, BaseException] = field(default_factory=dict)
 
 
@@ -136,6 +148,18 @@ class MessageWriter:
             .returning(_TABLE.c.account_id, _TABLE.c.message_id)
         )
         self._outbound_sql = insert(_TABLE).on_conflict_do_nothing(index_elements=_KEY)
+        self._transition_sql = (
+            update(_TABLE)
+            .where(
+                and_(
+                    _TABLE.c.account_id == bindparam("t_account"),
+                    _TABLE.c.direction == "in",
+                    _TABLE.c.message_id == bindparam("t_message"),
+                    _TABLE.c.status == bindparam("t_from"),
+                )
+            )
+            .values(status=bindparam("t_to"), reply_source=bindparam("t_source"), reply_reason=bindparam("t_reason"))
+        )
         self._mark_sql = (
             update(_TABLE)
             .where(
@@ -145,10 +169,10 @@ class MessageWriter:
                     _TABLE.c.message_id == bindparam("m_message"),
                 )
             )
-            .values(
+            .values(  # a mark without source/reason (the outcome of a send) keeps the decision's
                 status=bindparam("m_status"),
-                reply_source=bindparam("m_source"),
-                reply_reason=bindparam("m_reason"),
+                reply_source=func.coalesce(bindparam("m_source"), _TABLE.c.reply_source),
+                reply_reason=func.coalesce(bindparam("m_reason"), _TABLE.c.reply_reason),
             )
         )
         self._queue: list[_Op] = []
@@ -167,8 +191,38 @@ class MessageWriter:
 
     async def claim(self, values: dict[str, Any], fence: Fence | None = None) -> bool:
         """Insert an inbound row unless its key exists; True for the first claim, after the commit."""
+        return (await self.claim_many([values], fence))[0]
+
+    async def claim_many(self, rows: Sequence[dict[str, Any]], fence: Fence | None = None) -> list[bool]:
+        """`claim` for several rows in one transaction (the items of one push): all are recorded, or none."""
+        if not rows:
+            return []
+        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        self._submit(_Claim(list(rows), fence, future))
+        return await future
+
+    async def transition(
+        self,
+        account_id: str,
+        message_id: str,
+        *,
+        from_status: str,
+        to_status: str,
+        reply_source: str | None = None,
+        reply_reason: str | None = None,
+        fence: Fence | None = None,
+    ) -> bool:
+        """Move an inbound row from `from_status` to `to_status`; True when this call moved it, after the commit."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._submit(_Claim(values, fence, future))
+        params = {
+            "t_account": account_id,
+            "t_message": message_id,
+            "t_from": from_status,
+            "t_to": to_status,
+            "t_source": reply_source,
+            "t_reason": reply_reason,
+        }
+        self._submit(_Transition(params, fence, future))
         return await future
 
     def record_outbound(
@@ -312,7 +366,7 @@ class MessageWriter:
                 await self._transact(writes, outcome)
             except asyncio.CancelledError:
                 for op in writes:
-                    if isinstance(op, _Claim) and not op.future.done():
+                    if isinstance(op, _Claim | _Transition) and not op.future.done():
                         op.future.cancel()
                 raise
             except Exception as exc:
@@ -325,13 +379,15 @@ class MessageWriter:
                     outcome = _Outcome(failed={id(writes[0]): error})
         for op in writes:
             error = outcome.failed.get(id(op))
-            if isinstance(op, _Claim):
+            if isinstance(op, _Claim | _Transition):
                 if op.future.done():
                     continue
                 if error is not None:
                     op.future.set_exception(error)
+                elif isinstance(op, _Claim):
+                    op.future.set_result(outcome.claimed.get(id(op), [False] * len(op.rows)))
                 else:
-                    op.future.set_result(outcome.claimed.get(id(op), False))
+                    op.future.set_result(outcome.moved.get(id(op), False))
             elif error is not None:
                 log.warning("a conversation-log write was refused", error=f"{type(error).__name__}: {error}")
         for op in batch:
@@ -356,7 +412,7 @@ class MessageWriter:
             raise database_error(exc) from exc
 
     def _apply_in_thread(self, engine: Engine, ops: Sequence[_Op], outcome: _Outcome) -> None:
-        if not any(isinstance(op, _Claim | _Outbound) and op.fence is not None for op in ops):
+        if not any(isinstance(op, _Fenced) and op.fence is not None for op in ops):
             if self._raw is None:
                 self._raw = RawLog(engine)
             self._apply_raw(self._raw, ops, outcome)
@@ -373,18 +429,24 @@ class MessageWriter:
     def _apply_raw(self, raw: RawLog, ops: Sequence[_Op], outcome: _Outcome) -> None:
         """`_apply` for an unfenced batch on the raw SQLite connection (log_sqlite.py: ~10x less CPU)."""
         claims = [op for op in ops if isinstance(op, _Claim)]
+        transitions = [op for op in ops if isinstance(op, _Transition)]
         try:
-            inserted = raw.write(
+            inserted, moved = raw.write(
                 insert=self._outbound_sql,  # the claim's INSERT without RETURNING: `rowcount` answers instead
-                claims=[op.values for op in claims],
+                claims=[row for op in claims for row in op.rows],
                 outbound=[op.values for op in ops if isinstance(op, _Outbound)],
+                transition=self._transition_sql,
+                transitions=[op.params for op in transitions],
                 update=self._mark_sql,
                 marks=[op.params for op in ops if isinstance(op, _Mark)],
             )
         except IntegrityError as exc:
             self._refused(ops, exc)
-        for op, went_in in zip(claims, inserted, strict=True):
-            outcome.claimed[id(op)] = went_in
+        answers = iter(inserted)
+        for op in claims:
+            outcome.claimed[id(op)] = [next(answers) for _ in op.rows]
+        for op, went in zip(transitions, moved, strict=True):
+            outcome.moved[id(op)] = went
 
     @staticmethod
     def _refused(ops: Sequence[_Op], exc: IntegrityError) -> None:
@@ -392,20 +454,21 @@ class MessageWriter:
         if len(ops) > 1:
             raise _BatchFailed() from exc
         op = ops[0]
-        values = op.values if isinstance(op, _Claim | _Outbound) else {}
+        values = op.values if isinstance(op, _Outbound) else op.rows[0] if isinstance(op, _Claim) else {}
         raise AccountNotFound(values.get("account_id", "")) from exc
 
     def _apply(self, conn: Connection, ops: Sequence[_Op], outcome: _Outcome) -> None:
         """The batch's statements on a sync Core connection, inside its transaction (no ORM session)."""
         fenced: dict[Fence, FencedOut | None] = {}
         for op in ops:
-            if isinstance(op, _Claim | _Outbound) and op.fence is not None and op.fence not in fenced:
+            if isinstance(op, _Fenced) and op.fence is not None and op.fence not in fenced:
                 try:
                     check_fence_sync(conn, op.fence)
                     fenced[op.fence] = None
                 except FencedOut as exc:
                     fenced[op.fence] = exc
         claims: list[_Claim] = []
+        transitions: list[_Transition] = []
         outbound: list[dict[str, Any]] = []
         marks: list[dict[str, Any]] = []
         for op in ops:
@@ -419,19 +482,26 @@ class MessageWriter:
                 outcome.failed[id(op)] = FencedOut(refused.fence)
             elif isinstance(op, _Claim):
                 claims.append(op)
+            elif isinstance(op, _Transition):
+                transitions.append(op)
             else:
                 outbound.append(op.values)
         try:
             if claims:
-                rows = conn.execute(self._claim_sql, [op.values for op in claims])
+                rows = conn.execute(self._claim_sql, [row for op in claims for row in op.rows])
                 inserted = {(r[0], r[1]) for r in rows}
                 for op in claims:  # the same id twice in one batch: only the first caller wins
-                    key = (op.values["account_id"], op.values["message_id"])
-                    outcome.claimed[id(op)] = key in inserted
-                    inserted.discard(key)
+                    answers = []
+                    for row in op.rows:
+                        key = (row["account_id"], row["message_id"])
+                        answers.append(key in inserted)
+                        inserted.discard(key)
+                    outcome.claimed[id(op)] = answers
             if outbound:
                 conn.execute(self._outbound_sql, outbound)
         except IntegrityError as exc:
             self._refused(ops, exc)
+        for op in transitions:
+            outcome.moved[id(op)] = bool(conn.execute(self._transition_sql, op.params).rowcount)
         if marks:
             conn.execute(self._mark_sql, marks)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
@@ -57,14 +57,14 @@ class Harness:
         self,
         *,
         decide: Callable[[Incoming], Awaitable[Reply | None]] | None = None,
-        claim: Callable[[Incoming], Awaitable[bool]] | None = None,
+        record: Callable[[Sequence[Incoming]], Awaitable[Sequence[bool]]] | None = None,
         settings: SessionSettings = FAST,
         policy: ReconnectPolicy = FAST_POLICY,
     ) -> AccountSession:
         hooks = SessionHooks(
             decide=decide or self.decide,
             on_state=self.states.append,
-            claim_message=claim,
+            record=record,
             on_verification=self.verification,
         )
         self.session = AccountSession(
@@ -128,14 +128,12 @@ async def test_same_text_twice_gets_two_replies(harness: Harness) -> None:
 async def test_redelivered_message_id_gets_no_reply_even_across_a_restart(harness: Harness) -> None:
     claimed: set[str] = set()  # stands in for the durable store the engine provides
 
-    async def claim(incoming: Incoming) -> bool:
-        message_id = incoming.event.message_id  # type: ignore[union-attr]
-        if message_id in claimed:
-            return False
-        claimed.add(message_id)
-        return True
+    async def record(admitted: Sequence[Incoming]) -> list[bool]:
+        fresh = [incoming.key not in claimed for incoming in admitted]
+        claimed.update(incoming.key for incoming in admitted if incoming.key is not None)
+        return fresh
 
-    harness.start(claim=claim)
+    harness.start(record=record)
     await harness.connected()
     first = harness.sim.push_message(seller=harness.seller["unb"], text="价格多少", message_id="dup-1")
     await eventually(lambda: harness.sent(chat_id=first["chat_id"]))
@@ -150,7 +148,7 @@ async def test_redelivered_message_id_gets_no_reply_even_across_a_restart(harnes
     assert len(harness.sent(chat_id=first["chat_id"])) == 1
 
     await harness.stop()
-    harness.start(claim=claim)  # a new session: its in-memory memory is empty, the durable claim is not
+    harness.start(record=record)  # a new session: its in-memory memory is empty, the durable claim is not
     await harness.connected()
     harness.sim.push_message(
         seller=harness.seller["unb"],
