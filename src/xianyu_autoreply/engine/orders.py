@@ -20,10 +20,11 @@ Delivery, on "paid" (one unit per item bought):
    shipment is confirmed through MTOP (§5.3) and the order moves to shipped.
 
 Restart (the documented choice): a unit claimed but never attempted, or failed with a retry time, is resumed
-(`sweep`, at start and every `sweep_interval`). A unit whose attempt was in flight when the process died cannot be
-known to be unsent: after `stale_after` it becomes `delivery_failed` ("interrupted"), never re-sent blindly, and
-the owner is notified. Paid orders without any claim (the process died between the two writes) are picked up by
-the first sweep that sees their account connected.
+(`sweep`, at start and every `sweep_interval`). An attempt is `pending` while it prepares the goods (rule, stock
+line, webhook) and `sending` from just before the send: an attempt found stale in `pending` provably sent nothing
+and is retried; one stale in `sending` cannot be known to be unsent, so it becomes `delivery_failed`
+("interrupted"), never re-sent blindly, and the owner is notified. Paid orders without any claim (the process died
+between the two writes) are picked up by the first sweep that sees their account connected.
 Quantity: order events carry none, so an order's `quantity` is what the store holds (1 unless set there).
 """
 
@@ -43,7 +44,7 @@ import structlog
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from ..platform.mtop_client import MtopClient
-from ..platform.session import AccountSession, Reply, Sent
+from ..platform.session import AccountSession, Reply, SendOutcome, Sent
 from ..protocol import OrderEvent, OrderStatus
 from ..replies.templates import TemplateError, TemplateValues, render
 from ..store import (
@@ -417,9 +418,12 @@ class OrderDesk:
             delivery = await self._delivery(order, unit)
             if delivery is None or delivery.state in (DeliveryState.SENT, DeliveryState.DELIVERY_FAILED):
                 return
-            if delivery.state is DeliveryState.PENDING and delivery.attempts > 0:
-                await self._maybe_interrupted(delivery)
-                return
+            if delivery.state is DeliveryState.SENDING or (
+                delivery.state is DeliveryState.PENDING and delivery.attempts > 0
+            ):
+                if not await self._maybe_interrupted(delivery):
+                    return
+                continue  # provably unsent: retried at once
             await self._wait_until_due(delivery)
             started = await self.store.transition_delivery(
                 order.account_id,
@@ -456,23 +460,37 @@ class OrderDesk:
             if wait > 0:
                 await asyncio.sleep(wait)
 
-    async def _maybe_interrupted(self, delivery: Delivery) -> None:
-        """A unit in flight (here: after a crash, or in another engine): give it up once it is stale."""
+    async def _maybe_interrupted(self, delivery: Delivery) -> bool:
+        """An attempt in flight (here: after a crash, or in another engine), once it is stale: a `pending` one sent
+        nothing and is retried (True); a `sending` one may have reached the buyer and is given up."""
         age = (datetime.now(UTC) - delivery.updated_at).total_seconds()
         if age < self.options.stale_after:
-            return
+            return False
+        if delivery.state is DeliveryState.PENDING:
+            retry = await self.store.transition_delivery(
+                delivery.account_id,
+                delivery.order_id,
+                delivery.unit,
+                from_state=DeliveryState.PENDING,
+                from_attempts=delivery.attempts,
+                state=DeliveryState.FAILED,
+                error="interrupted before sending; nothing left: retried",
+                next_attempt_at=datetime.now(UTC),
+            )
+            return retry is not None
         reason = "interrupted while sending: it may have reached the buyer, so it is not re-sent; check the chat"
         moved = await self.store.transition_delivery(
             delivery.account_id,
             delivery.order_id,
             delivery.unit,
-            from_state=DeliveryState.PENDING,
+            from_state=DeliveryState.SENDING,
             from_attempts=delivery.attempts,
             state=DeliveryState.DELIVERY_FAILED,
             error=reason,
         )
         if moved is not None:
             self._publish_failed(moved)
+        return False
 
     # --- one attempt ---------------------------------------------------------------------------------------------
 
@@ -495,6 +513,17 @@ class OrderDesk:
                 reply = Reply(text=line.content, source=f"delivery:{rule.id}")
             else:
                 reply = await self._content(order, rule, delivery.unit)
+            on_the_wire = await self.store.transition_delivery(
+                delivery.account_id,
+                delivery.order_id,
+                delivery.unit,
+                from_state=DeliveryState.PENDING,
+                from_attempts=delivery.attempts,
+                state=DeliveryState.SENDING,
+            )
+            if on_the_wire is None:
+                log.info("delivery attempt taken over elsewhere", order_id=order.order_id, unit=delivery.unit)
+                return  # its unit (and reserved line) belong to the worker that moved it
             sending = True
             sent = await session.send(order.chat_id, order.buyer_id, reply, wait_s=self.options.send_wait)
         except asyncio.CancelledError:
@@ -541,7 +570,7 @@ class OrderDesk:
                 self._warn_low(order.account_id, rule.id, counts.available, threshold=rule.low_stock_threshold)
             return
         error = sent.error or "send failed"
-        if error.startswith("unconfirmed"):
+        if sent.outcome is SendOutcome.UNCONFIRMED:
             await self._unconfirmed(delivery, line, error)
         else:
             await self._release_and_retry(delivery, line, f"send failed: {error}")

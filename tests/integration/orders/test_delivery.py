@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from xianyu_autoreply.engine.scheduler import AccountScheduler
-from xianyu_autoreply.platform.session import Reply, Sent
+from xianyu_autoreply.platform.session import Reply, SendOutcome, Sent
 from xianyu_autoreply.simulator import Simulator
 from xianyu_autoreply.store import DeliveryRuleSpec, DeliveryState, Store
 
@@ -121,12 +121,30 @@ async def test_an_attempt_interrupted_mid_send_is_marked_failed_not_resent(
     (rule,) = await store.list_delivery_rules("a")
     await store.record_order("a", created["order_id"], status="paid")
     assert await store.claim_delivery("a", created["order_id"], 1, rule_id=rule.id)
-    await store.update_delivery("a", created["order_id"], 1, state=DeliveryState.PENDING)
+    await store.update_delivery("a", created["order_id"], 1, state=DeliveryState.SENDING)
     await engine.set_enabled("a", True)
     await eventually(lambda: _state(store, created["order_id"], DeliveryState.DELIVERY_FAILED), timeout=10)
     (delivery,) = await store.get_deliveries("a", created["order_id"])
     assert "interrupted" in (delivery.error or "")
     assert sent_texts(sim, shop, created["chat_id"]) == []
+
+
+async def test_an_attempt_interrupted_before_its_send_is_retried_and_delivered_once(
+    engine: AccountScheduler, sim: Simulator, store: Store
+) -> None:
+    shop = await open_shop(engine, sim, [DeliveryRuleSpec("text", content="goods")])
+    created = sim.push_order(shop.unb, status="created", item_id=shop.item["item_id"])
+    await eventually(lambda: store.list_orders("a"))
+    # A process that died while preparing the goods (a webhook call, the stock line): nothing had left yet.
+    await engine.set_enabled("a", False)
+    (rule,) = await store.list_delivery_rules("a")
+    await store.record_order("a", created["order_id"], status="paid")
+    assert await store.claim_delivery("a", created["order_id"], 1, rule_id=rule.id)
+    await store.update_delivery("a", created["order_id"], 1, state=DeliveryState.PENDING)
+    await engine.set_enabled("a", True)
+    await eventually(lambda: _state(store, created["order_id"], DeliveryState.SENT), timeout=10)
+    await settle(0.5)
+    assert sent_texts(sim, shop, created["chat_id"]) == ["goods"]
 
 
 async def _state(store: Store, order_id: str, state: DeliveryState) -> bool:
@@ -176,7 +194,15 @@ class FlakySession:
     async def send(self, chat_id: str, to_user: str, reply: Reply, **kwargs: Any) -> Sent:
         self.calls += 1
         if self.calls <= self.failures:
-            return Sent(chat_id, to_user, "u", reply.content(), reply.source, False, "platform answered 400")
+            return Sent(
+                chat_id=chat_id,
+                to_user=to_user,
+                uuid="u",
+                content=reply.content(),
+                source=reply.source,
+                outcome=SendOutcome.NOT_SENT,
+                error="platform answered 400",
+            )
         return await self._real.send(chat_id, to_user, reply, **kwargs)
 
 
