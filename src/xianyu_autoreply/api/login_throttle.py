@@ -105,8 +105,8 @@ def address_key(host: str) -> str:
 
 
 def _pair(address: str, name: str) -> str:
-    # One string rather than a tuple of two (a third less memory per counter); unambiguous as an address key
-    # never holds a NUL, so the first NUL ends it.
+    # One string rather than a tuple of two (a third less memory per counter). Unambiguous: an address key never
+    # holds a NUL, so the first NUL ends the address.
     return f"{address}\0{name}"
 
 
