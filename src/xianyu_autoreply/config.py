@@ -10,7 +10,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -60,14 +69,42 @@ class SessionSettings(BaseModel):
 
 
 class ApiSettings(BaseModel):
-    """The admin API: sign-in tokens, login throttling, server-sent events (seconds unless named otherwise)."""
+    """The admin API: sign-in tokens, login throttling, server-sent events (seconds unless named otherwise).
+
+    Login throttling (docs/security.md): failures are counted per (client address, username), per address and
+    per username; past a free budget each further attempt waits `login_delay_base * 2**k`, at most
+    `login_delay_cap`, and is refused (429) before the password is checked. No user is ever locked. The names
+    of the lockout this replaced still work: LOGIN_MAX_FAILURES for LOGIN_FREE_FAILURES, LOCKOUT_SECONDS for
+    LOGIN_DELAY_CAP, LOGIN_ATTEMPTS_PER_MINUTE for LOGIN_ADDRESS_FAILURES.
+    """
 
     token_ttl: PositiveFloat = 12 * 3600.0  # bearer token and session cookie lifetime
-    login_max_failures: PositiveInt = 5  # failed logins in a row before the user is locked
-    lockout_seconds: PositiveFloat = 900.0
-    login_attempts_per_minute: PositiveInt = 20  # failed logins per client address per minute before refusing
+    # Failed logins for one username from one address before that pair has to wait.
+    login_free_failures: PositiveInt = Field(
+        default=5, validation_alias=AliasChoices("login_free_failures", "login_max_failures")
+    )
+    # Failed logins from one address, whatever the usernames, before that address has to wait.
+    login_address_failures: PositiveInt = Field(
+        default=50, validation_alias=AliasChoices("login_address_failures", "login_attempts_per_minute")
+    )
+    # Failed logins for one username from all addresses after which every address gets a single free failure.
+    login_user_failures: PositiveInt = 100
+    login_delay_base: PositiveFloat = 1.0  # the first wait; each further failure doubles it
+    login_delay_cap: PositiveFloat = Field(
+        default=900.0, validation_alias=AliasChoices("login_delay_cap", "lockout_seconds")
+    )
+    login_forget_after: PositiveFloat = 3600.0  # a counter without a new failure for this long is forgotten
     cookie_secure: bool = False  # set the session cookie `Secure` (behind HTTPS)
     sse_heartbeat: PositiveFloat = 15.0  # comment line on an idle event stream, so proxies keep it open
+
+    @model_validator(mode="after")
+    def _login_delays(self) -> ApiSettings:
+        if self.login_delay_cap < self.login_delay_base:
+            raise ValueError("login_delay_cap must be at least login_delay_base")
+        # Forgetting sooner than the longest wait would let a patient guesser start over instead of waiting.
+        if self.login_forget_after < self.login_delay_cap:
+            raise ValueError("login_forget_after must be at least login_delay_cap")
+        return self
 
 
 class ClusterSettings(BaseModel):

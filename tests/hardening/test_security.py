@@ -1,4 +1,4 @@
-"""Security properties of the running service: headers and CSRF on the web admin, lockout through the web login,
+"""Security properties of the running service: headers and CSRF on the web admin, throttling of the web login,
 encryption at rest on the raw SQLite bytes, and secrets never in logs, error messages, API answers or exports."""
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ import httpx
 import pytest
 import structlog
 
+from xianyu_autoreply.api.web.i18n import DEFAULT_LANG, translator
 from xianyu_autoreply.log import redact_secrets
 
 from ..api.conftest import ADMIN, ADMIN_PASSWORD, PASSWORD, Api, eventually
+from ..api.throttling import client_at, own_throttle
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -98,21 +100,35 @@ async def test_a_login_form_posted_without_its_token_is_refused(api: Api) -> Non
     assert "xar_session" not in answer.headers.get("set-cookie", "")
 
 
-async def test_the_web_login_locks_a_user_after_repeated_wrong_passwords(api: Api) -> None:
+async def test_the_web_login_is_throttled_like_the_api_and_never_locks_the_owner_out(api: Api) -> None:
     name, _ = await api.user()
-    limit = api.server.settings.api.login_max_failures
-    browser = api.client(follow_redirects=False)
-    page = await browser.get("/login")
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert token is not None
-    for _ in range(limit):
-        wrong = await browser.post("/login", data={"username": name, "password": "nope-nope", "csrf_token": token[1]})
-        assert wrong.status_code == 401
-    right = await browser.post("/login", data={"username": name, "password": PASSWORD, "csrf_token": token[1]})
-    assert right.status_code == 429
-    assert "xar_session" not in right.headers.get("set-cookie", "")
-    api_login = await api.client().post("/api/v1/auth/token", data={"username": name, "password": PASSWORD})
-    assert api_login.status_code == 429  # one lock for both doors
+    with own_throttle(api, free_failures=3, delay_base=10.0, delay_cap=60.0) as clock:
+        browser = client_at(api, "203.0.113.90", follow_redirects=False)
+        page = await browser.get("/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert token is not None
+        for _ in range(3):
+            wrong = await browser.post(
+                "/login", data={"username": name, "password": "nope-nope", "csrf_token": token[1]}
+            )
+            assert wrong.status_code == 401
+        right = await browser.post("/login", data={"username": name, "password": PASSWORD, "csrf_token": token[1]})
+        assert right.status_code == 429
+        assert right.headers["Retry-After"] == "10"
+        assert translator(DEFAULT_LANG)("login.locked") in right.text
+        assert "xar_session" not in right.headers.get("set-cookie", "")
+        # One throttle for both doors: the API refuses this address too...
+        same = client_at(api, "203.0.113.90")
+        assert (await same.post("/api/v1/auth/token", data={"username": name, "password": PASSWORD})).status_code == 429
+        # ...but not the owner at another address, through either door.
+        owner = client_at(api, "198.51.100.90")
+        assert (
+            await owner.post("/api/v1/auth/token", data={"username": name, "password": PASSWORD})
+        ).status_code == 200
+        clock.advance(10)
+        signed_in = await browser.post("/login", data={"username": name, "password": PASSWORD, "csrf_token": token[1]})
+        assert signed_in.status_code == 303
+        assert "xar_session" in signed_in.headers.get("set-cookie", "")
 
 
 # --- secrets --------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Who is calling: argon2 passwords, signed JWTs, login throttling and lockout, the session cookie with CSRF.
+"""Who is calling: argon2 passwords, signed JWTs, login throttling, the session cookie with CSRF.
 
 One token format serves both doors: the API takes it as `Authorization: Bearer <jwt>` (OAuth2 password flow at
 `POST /api/v1/auth/token`), the web admin as the HttpOnly, SameSite=Lax cookie `xar_session`. A cookie is sent
@@ -8,23 +8,26 @@ itself names that CSRF value, so a planted `xar_csrf` cookie alone does not pass
 
 Tokens are HS256 under a key derived from the Fernet secret (XAR_SECRET_KEY or the generated key file), carry the
 user's `token_version` (a password change or disabling voids every issued token) and expire after
-`XAR_API__TOKEN_TTL`. Failed logins count per user (the store locks the user after `login_max_failures`) and per
-client address (too many failures from one address are refused for a minute), so neither a guessed password
-for one user nor a sweep across users goes fast. Hashing runs in a thread: argon2 is deliberately slow and must
-not stall the accounts served by the same event loop.
+`XAR_API__TOKEN_TTL`. Logins are throttled by `LoginThrottle` (login_throttle.py): failures per (client
+address, username), per address and per username make further attempts wait, exponentially and capped, and
+the wait is answered 429 before the password is hashed. Nobody is locked: the right password from an address
+that has not been failing always signs in, so a stranger's guesses cannot keep the owner out. The client
+address is the peer's, or the one uvicorn takes from `X-Forwarded-For` when the peer is a trusted proxy
+(uvicorn's FORWARDED_ALLOW_IPS, loopback by default). Hashing runs in a thread: argon2 is deliberately slow
+and must not stall the accounts served by the same event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import hmac
+import math
 import secrets
 import time
-from collections import deque
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -38,8 +41,8 @@ from fastapi.security import OAuth2PasswordBearer
 from ..config import Settings
 from ..store import Role, Store, User, UserNotFound
 from ..store.crypto import KEY_FILE_NAME, load_or_create_key_file
-from ..store.models import utcnow
 from .errors import ApiError
+from .login_throttle import LoginThrottle, Refusal, ThrottlePolicy, ThrottleScope
 
 __all__ = [
     "CSRF_COOKIE",
@@ -114,33 +117,6 @@ class Claims:
     csrf: str | None
 
 
-class LoginThrottle:
-    """Failed logins per client address in a sliding minute; past the limit the address waits."""
-
-    def __init__(self, limit: int, *, window: float = 60.0) -> None:
-        self.limit = limit
-        self.window = window
-        self._failures: dict[str, deque[float]] = {}
-
-    def retry_after(self, client: str) -> float:
-        """Seconds this client must wait before trying again (0: it may try now)."""
-        failures = self._failures.get(client)
-        if not failures:
-            return 0.0
-        now = time.monotonic()
-        while failures and now - failures[0] > self.window:
-            failures.popleft()
-        if not failures:
-            del self._failures[client]
-            return 0.0
-        return self.window - (now - failures[0]) if len(failures) >= self.limit else 0.0
-
-    def failed(self, client: str) -> None:
-        self._failures.setdefault(client, deque()).append(time.monotonic())
-        if len(self._failures) > 100_000:  # bounded memory under a distributed sweep: forget the oldest
-            self._failures.pop(next(iter(self._failures)))
-
-
 class Authenticator:
     """Issues and checks tokens and logins for one app (kept at `app.state.auth`)."""
 
@@ -148,7 +124,7 @@ class Authenticator:
         self.settings = settings
         self.store = store
         self._key = signing_key(settings)
-        self.throttle = LoginThrottle(settings.api.login_attempts_per_minute)
+        self.throttle = LoginThrottle(ThrottlePolicy.from_settings(settings.api))
 
     def issue_token(self, user: User, *, csrf: str | None = None, ttl: float | None = None) -> str:
         """A signed token for `user`; `ttl` (seconds, negative allowed in tests) defaults to the configured one."""
@@ -188,46 +164,62 @@ class Authenticator:
         return user
 
     async def login(self, username: str, password: str, *, client: str) -> User:
-        """Check a username and password; counts failures, locks, throttles. Raises ApiError 401/429."""
-        wait = self.throttle.retry_after(client)
-        if wait > 0:
-            raise _too_many("too_many_attempts", "too many failed logins from this address; wait a minute", wait)
+        """Check a username and password, throttled (429 before any hashing) and audited; else ApiError 401/429."""
+        refusal = self.throttle.admit(client, username)
+        if refusal is not None:
+            raise _throttled(refusal)
+        # From here the attempt counts as a failure until it succeeds (see LoginThrottle.admit).
         try:
             credentials = await self.store.get_user_credentials(username)
         except (UserNotFound, ValueError):
             await verify_password(_DUMMY_HASH, password)
-            self.throttle.failed(client)
+            await self._failed(username, client, known=False)
             raise _unauthorized("invalid_credentials", "wrong username or password") from None
         user = credentials.user
-        now = utcnow()
-        if user.locked_until is not None and user.locked_until > now:
-            wait_s = (user.locked_until - now).total_seconds()
-            raise _too_many("login_locked", "too many wrong passwords: this user is locked for a while", wait_s)
+        # `locked_until` is not looked at: a lock would let anyone keep the owner out by failing on purpose.
         if not await verify_password(credentials.password_hash, password):
-            self.throttle.failed(client)
-            updated = await self.store.record_login_failure(
-                username,
-                lock_after=self.settings.api.login_max_failures,
-                lock_for=timedelta(seconds=self.settings.api.lockout_seconds),
-            )
-            if updated.locked_until is not None and updated.locked_until > now:
-                log.warning("user locked after failed logins", username=username)
+            await self._failed(username, client, known=True)
             raise _unauthorized("invalid_credentials", "wrong username or password")
         if user.disabled:
+            await self.store.audit(
+                "user.login_refused",
+                actor=username,
+                detail={"username": username, "client": client[:64], "reason": "disabled"},
+            )
             raise _unauthorized("user_disabled", "this user is disabled")
-        user = await self.store.record_login_success(username)
+        self.throttle.succeeded(client, username)
+        user = await self.store.record_login_success(username, client=client)
         if _hasher.check_needs_rehash(credentials.password_hash):
             await self.store.update_user(username, password_hash=await hash_password(password), actor=username)
             user = await self.store.get_user(username)
         return user
+
+    async def _failed(self, username: str, client: str, *, known: bool) -> None:
+        """Audit a wrong password or an unknown name (the store also counts it on a known user); log a throttle."""
+        counted = False
+        if known:
+            with contextlib.suppress(UserNotFound):  # deleted meanwhile: audited as unknown
+                await self.store.record_login_failure(username, client=client)
+                counted = True
+        if not counted:
+            detail = {"username": username[:64], "client": client[:64], "known": False}
+            await self.store.audit("user.login_failed", actor="anonymous", detail=detail)
+        refusal = self.throttle.check(client, username)
+        if refusal is not None:
+            log.info(
+                "login throttled", client=client, username=username[:64], scope=str(refusal.scope), wait=refusal.wait
+            )
 
 
 def _unauthorized(code: str, message: str) -> ApiError:
     return ApiError(401, code, message, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _too_many(code: str, message: str, wait: float) -> ApiError:
-    return ApiError(429, code, message, headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+def _throttled(refusal: Refusal) -> ApiError:
+    seconds = max(1, math.ceil(refusal.wait))
+    who = "from this address" if refusal.scope is ThrottleScope.ADDRESS else "for this user from this address"
+    message = f"too many failed logins {who}; try again in {seconds} s"
+    return ApiError(429, "too_many_attempts", message, headers={"Retry-After": str(seconds)})
 
 
 # --- request plumbing -----------------------------------------------------------------------------------------
@@ -258,11 +250,12 @@ def _resolve(request: Request | None) -> Authenticator:
 
 
 def client_address(request: Request) -> str:
+    """The caller's address as the ASGI server reports it (behind a trusted proxy: from X-Forwarded-For)."""
     return request.client.host if request.client is not None else "unknown"
 
 
 async def login(request: Request, username: str, password: str) -> User:
-    """Check a login as the token endpoint does (throttling and lockout included); for the web admin's form."""
+    """Check a login as the token endpoint does (throttling included); for the web admin's form."""
     return await authenticator(request).login(username, password, client=client_address(request))
 
 

@@ -164,8 +164,19 @@ class UserStore(StoreBase):
             await s.execute(delete(UserRow).where(UserRow.id == row.id))
             self._audit(s, "user.delete", actor=actor, detail={"username": username})
 
-    async def record_login_failure(self, username: str, *, lock_after: int, lock_for: timedelta) -> User:
-        """Count a failed login; the `lock_after`-th in a row locks the user for `lock_for`."""
+    async def record_login_failure(
+        self,
+        username: str,
+        *,
+        client: str | None = None,
+        lock_after: int | None = None,
+        lock_for: timedelta | None = None,
+    ) -> User:
+        """Count a wrong password (`failed_logins`: wrong passwords since the last login) and audit it.
+
+        The API no longer locks anyone (api/login_throttle.py slows guessers instead); `lock_after` and `lock_for`
+        still set `locked_until` for a caller that wants the old lock.
+        """
         now = utcnow()
         async with self.db.transaction() as s:
             failures = (
@@ -178,7 +189,8 @@ class UserStore(StoreBase):
             ).scalar()
             if failures is None:
                 raise UserNotFound(username)
-            if failures >= lock_after:
+            self._audit(s, "user.login_failed", actor="anonymous", detail=_login_detail(username, client, failures))
+            if lock_after is not None and lock_for is not None and failures >= lock_after:
                 await s.execute(
                     update(UserRow)
                     .where(UserRow.username == username)
@@ -187,8 +199,8 @@ class UserStore(StoreBase):
                 self._audit(s, "user.locked", actor="system", detail={"username": username})
             return await _load_user(s, username)
 
-    async def record_login_success(self, username: str) -> User:
-        """Reset the failure count and note the login time."""
+    async def record_login_success(self, username: str, *, client: str | None = None) -> User:
+        """Reset the failure count, note the login time and audit it."""
         now = utcnow()
         async with self.db.transaction() as s:
             result = await s.execute(
@@ -198,6 +210,7 @@ class UserStore(StoreBase):
             )
             if not result.rowcount:  # type: ignore[attr-defined]
                 raise UserNotFound(username)
+            self._audit(s, "user.login", actor=username, detail=_login_detail(username, client))
             return await _load_user(s, username)
 
     # -- notification settings ----------------------------------------------------------------------------------
@@ -300,6 +313,15 @@ async def _keep_an_admin(s: AsyncSession, row: UserRow) -> None:
     ).all()
     if set(admins) <= {row.id}:
         raise LastAdmin(f"{row.username!r} is the last enabled admin: make another admin first")
+
+
+def _login_detail(username: str, client: str | None, failures: int | None = None) -> dict[str, Any]:
+    detail: dict[str, Any] = {"username": username}
+    if client is not None:
+        detail["client"] = client[:64]
+    if failures is not None:
+        detail["failed_logins"] = failures
+    return detail
 
 
 def _user(row: UserRow) -> User:
