@@ -340,3 +340,19 @@ async def test_markup_that_reaches_a_container_of_outside_text_is_never_processe
     }"""
     assert await page.evaluate(refused, "#chat-log") is True
     assert await page.evaluate(refused, "#chat-live") is False
+
+
+async def test_line_separators_in_a_buyer_message_arrive_live_unchanged(
+    page: Page, server: Any, sim: Simulator, control: Control
+) -> None:
+    seller = await open_shop(server, sim, "shop-s")
+    first = await control.post("messages", seller=seller["unb"], text="在吗")
+    await log_in(page)
+    await page.goto(f"/accounts/shop-s/chats/{first['chat_id']}")
+    await wait_live(page)
+    # Not line breaks to an event stream (only CR and LF are): the live line keeps them, as the reloaded page does.
+    text = "第一行\u2028第二行\u0085第三行\u001c第四行"
+    await control.post("messages", seller=seller["unb"], chat_id=first["chat_id"], text=text)
+    await shows(page, "#chat-log li.in", (".text",), [("在吗",), (text,)])
+    await page.reload()
+    await shows(page, "#chat-log li.in", (".text",), [("在吗",), (text,)])

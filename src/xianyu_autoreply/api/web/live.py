@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ router = APIRouter(route_class=WebRoute, include_in_schema=False)
 COALESCE_SECONDS = 0.3
 SNAPSHOT_LIMIT = 200  # accounts re-sent when a dashboard connects; a larger list is current as of its render
 _CHAT_KINDS = frozenset({"message.in", "reply.sent", "reply.failed"})
+_SSE_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +55,12 @@ class View:
 
 
 def sse_frame(event: str, html: str) -> bytes:
-    """One event; every line of the HTML becomes a `data:` line (the client joins them with newlines)."""
-    lines = html.strip().splitlines() or [""]
+    """One event; every line of the HTML becomes a `data:` line (the client joins them with newlines).
+
+    Lines are split where the event stream splits them (CR, LF, CRLF) and nowhere else: `str.splitlines` would
+    also cut at U+2028, U+0085 ... that a buyer may type, and the client would put a newline in their place.
+    """
+    lines = _SSE_LINE_BREAK.split(html.strip())
     return (f"event: {event}\n" + "".join(f"data: {line}\n" for line in lines) + "\n").encode("utf-8")
 
 
