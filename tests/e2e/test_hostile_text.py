@@ -356,3 +356,17 @@ async def test_line_separators_in_a_buyer_message_arrive_live_unchanged(
     await shows(page, "#chat-log li.in", (".text",), [("在吗",), (text,)])
     await page.reload()
     await shows(page, "#chat-log li.in", (".text",), [("在吗",), (text,)])
+
+
+async def test_a_chat_arriving_right_after_another_still_reaches_the_open_chat_list(
+    page: Page, server: Any, sim: Simulator, control: Control
+) -> None:
+    seller = await open_shop(server, sim, "shop-b")
+    await log_in(page)
+    await page.goto("/accounts/shop-b/chats")
+    await wait_live(page)
+    await control.post("messages", seller=seller["unb"], text="第一位买家")
+    await shows(page, "#chats tbody tr", (".last",), [("第一位买家",)])
+    # The next nudge comes within a second of the first: the list must not drop it and stay one chat behind.
+    await control.post("messages", seller=seller["unb"], text="第二位买家")
+    await shows(page, "#chats tbody tr", (".last",), [("第一位买家",), ("第二位买家",)])
