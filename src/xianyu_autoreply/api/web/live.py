@@ -4,7 +4,8 @@ The REST stream (`/api/v1/events`) carries JSON for scripts; a page wants the ro
 the same templates as the page itself and escaped the same way. So this stream renders on the server:
 - `acct-<key>`: a dashboard row's cells, `state-<key>`: the account page's state box (coalesced: a burst of
   events for one account becomes one render, so a busy account cannot flood the page);
-- `chat-<key>`: one new line of a conversation, `chats`: a nudge for the chat list to refresh itself.
+- `chat-<key>`: one new line of a conversation, `chats`: a nudge for the chat list to refresh itself (at most one
+  a `CHAT_LIST_INTERVAL`, and never dropped: a burst's last change is always followed by a nudge).
 Keys are hashes of the account (and chat) id, so any id is safe in an event name.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -33,8 +35,11 @@ from .views import account_for, account_rows, dom_key, engine_state, event_line,
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
 COALESCE_SECONDS = 0.3
+CHAT_LIST_INTERVAL = 1.0  # the chat list is fetched again at most this often
+CHATS_NUDGE = b"event: chats\ndata: changed\n\n"
 SNAPSHOT_LIMIT = 200  # accounts re-sent when a dashboard connects; a larger list is current as of its render
 _CHAT_KINDS = frozenset({"message.in", "reply.sent", "reply.failed"})
+_SSE_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +58,12 @@ class View:
 
 
 def sse_frame(event: str, html: str) -> bytes:
-    """One event; every line of the HTML becomes a `data:` line (the client joins them with newlines)."""
-    lines = html.strip().splitlines() or [""]
+    """One event; every line of the HTML becomes a `data:` line (the client joins them with newlines).
+
+    Lines are split where the event stream splits them (CR, LF, CRLF) and nowhere else: `str.splitlines` would
+    also cut at U+2028, U+0085 ... that a buyer may type, and the client would put a newline in their place.
+    """
+    lines = _SSE_LINE_BREAK.split(html.strip())
     return (f"event: {event}\n" + "".join(f"data: {line}\n" for line in lines) + "\n").encode("utf-8")
 
 
@@ -93,6 +102,7 @@ async def _stream(
     dirty: set[str] = set(snapshot)
     shown: set[str] = set(snapshot)  # the dashboard's rows, to notice additions and deletions
     flush_at = 0.0
+    nudged_at = -CHAT_LIST_INTERVAL  # the chat list's last nudge
     try:
         yield b"retry: 3000\n: connected\n\n"
         while not stopping.is_set():
@@ -118,9 +128,19 @@ async def _stream(
                         if not dirty:
                             flush_at = time.monotonic() + COALESCE_SECONDS
                         dirty.add(event.account_id)
+                    elif view.name == "chats" and event.kind in _CHAT_KINDS and event.account_id is not None:
+                        # At once when the list was not nudged lately, else when the interval is over.
+                        if not dirty:
+                            flush_at = max(time.monotonic(), nudged_at + CHAT_LIST_INTERVAL)
+                        dirty.add(event.account_id)
             elif not done and not dirty:
                 yield b": ping\n\n"
             if dirty and time.monotonic() >= flush_at:
+                if view.name == "chats":
+                    yield CHATS_NUDGE
+                    nudged_at = time.monotonic()
+                    dirty.clear()
+                    continue
                 for account_id in sorted(dirty):
                     frame = await _render_state(request, ops, view, account_id)
                     if frame is not None:
@@ -147,11 +167,9 @@ def _changes_the_list(event: EngineEvent, shown: set[str]) -> bool:
 
 
 async def _immediate(ops: AccountOperations, view: View, event: EngineEvent, t: Any) -> list[bytes]:
-    """Frames sent at once: new chat lines, and the chat list's nudge."""
+    """Frames sent at once: new chat lines (the chat list's nudge is throttled by the stream)."""
     if event.kind not in _CHAT_KINDS or event.account_id is None:
         return []
-    if view.name == "chats":
-        return [b"event: chats\ndata: changed\n\n"]
     if view.name == "chat" and event.data.get("chat_id") == view.chat_id:
         source = str(event.data.get("source") or "")
         rules = await rule_names(ops.store, event.account_id) if source.startswith("rule:") else None

@@ -55,6 +55,12 @@
     var elt = evt.detail && evt.detail.elt ? evt.detail.elt : evt.target;
     if (elt && elt.setAttribute) { elt.setAttribute("data-live", "retrying"); }
   });
+  // Nothing inside a container of outside text (hx-disable) takes live updates: the SSE extension registers the
+  // listeners of a whole live region again when its stream reconnects, without looking at hx-disable.
+  document.addEventListener("htmx:sseBeforeMessage", function (evt) {
+    var elt = evt.target;
+    if (elt && elt.closest && elt.closest("[hx-disable], [data-hx-disable]")) { evt.preventDefault(); }
+  });
   // A live row update must not lose the seller's selection for a bulk action.
   document.addEventListener("htmx:sseBeforeMessage", function (evt) {
     var box = evt.target && evt.target.querySelector ? evt.target.querySelector("input[name=ids]") : null;
@@ -67,9 +73,10 @@
       if (box) { box.checked = true; }
     }
   });
-  // Keep a conversation scrolled to its newest message.
+  // Keep a conversation scrolled to its newest message (the listener appends to the log it names in hx-target).
   document.addEventListener("htmx:sseMessage", function (evt) {
-    var log = evt.target && evt.target.closest ? evt.target.closest(".log") : null;
-    if (log) { log.scrollTop = log.scrollHeight; }
+    var target = evt.target && evt.target.getAttribute ? evt.target.getAttribute("hx-target") : null;
+    var log = target ? document.querySelector(target) : null;
+    if (log && log.classList.contains("log")) { log.scrollTop = log.scrollHeight; }
   });
 })();
