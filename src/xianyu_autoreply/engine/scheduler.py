@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import structlog
 
 from ..config import Settings
+from ..outbound import OutboundGuard, OutboundPolicy
 from ..platform.limits import ProcessLimits
 from ..platform.mtop_client import MtopClient
 from ..platform.session import (
@@ -189,8 +190,12 @@ class AccountScheduler:
         self.options = options or EngineOptions()
         self._owns = owns
         self._fence = fence
+        # The policy for the URLs owners choose (webhooks, notifications, AI, proxies): outbound.py.
+        self.outbound = OutboundGuard(OutboundPolicy.from_settings(settings.outbound))
         self._owns_mtop = mtop is None
-        self.mtop = mtop or MtopClient(mtop_url=settings.platform.mtop_url, passport_url=settings.platform.passport_url)
+        self.mtop = mtop or MtopClient(
+            mtop_url=settings.platform.mtop_url, passport_url=settings.platform.passport_url, outbound=self.outbound
+        )
         self._limits = limits
         self._runtimes: dict[str, _Runtime] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -211,8 +216,9 @@ class AccountScheduler:
             proxy_for=lambda account_id: rt.proxy if (rt := self._runtimes.get(account_id)) else None,
             fence_for=self.fence_for,
             options=self.options.delivery,
+            outbound=self.outbound,
         )
-        self.notifier = Notifier(store=store, options=self.options.notify)
+        self.notifier = Notifier(store=store, options=self.options.notify, outbound=self.outbound)
 
     # --- lifecycle of the engine ----------------------------------------------------------------------------
 
@@ -478,7 +484,9 @@ class AccountScheduler:
         result = try_reply(text, item_id=item_id, rules=rules, settings=settings)
         if result.ai_query is None:
             return result
-        ai = AIReplier(settings.ai, account_name=settings.account_name, timeout_s=self.options.ai_timeout)
+        ai = AIReplier(
+            settings.ai, account_name=settings.account_name, timeout_s=self.options.ai_timeout, outbound=self.outbound
+        )
         try:
             answer = await ai.reply(result.ai_query)
         except AIReplyError as exc:
@@ -537,9 +545,7 @@ class AccountScheduler:
                     self._launch(rt)
         return added
 
-    async def detach(
-        self, account_ids: Collection[str], *, timeout: float | None = None, drain: float = 0.0
-    ) -> None:
+    async def detach(self, account_ids: Collection[str], *, timeout: float | None = None, drain: float = 0.0) -> None:
         """Stop and forget accounts whose bucket this node lost or hands over (the database keeps them).
 
         Runs all at once, within `drain` (messages in flight are answered) + `timeout` (sessions close): the node
@@ -780,6 +786,7 @@ class AccountScheduler:
             proxy=rt.proxy,
             limits=self._limits,
             policy=self.options.policy,
+            outbound=self.outbound,
         )
 
     async def _make_replier(self, rt: _Runtime) -> AccountReplier:
@@ -836,7 +843,9 @@ class AccountScheduler:
             history=history,
             facts=facts,
             on_decision=on_decision,
-            ai_factory=lambda s: AIReplier(s.ai, account_name=s.account_name, timeout_s=self.options.ai_timeout),
+            ai_factory=lambda s: AIReplier(
+                s.ai, account_name=s.account_name, timeout_s=self.options.ai_timeout, outbound=self.outbound
+            ),
         )
 
     async def _rules(self, account_id: str) -> RuleIndex:
