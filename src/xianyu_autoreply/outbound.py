@@ -175,12 +175,14 @@ class Target:
 
 def address_refusal(address: IPAddress, policy: OutboundPolicy, *, host: str | None = None) -> str | None:
     """Why the policy refuses `address` (reached through the name `host`, if any); None when it allows it."""
-    shown = f"{host} resolves to {address}, which" if host is not None and host != str(address) else str(address)
+    inner = _embedded_ipv4(address)
+    spelled = f"{address} (carrying {inner})" if inner is not None else str(address)
+    shown = f"{host} resolves to {spelled}, which" if host is not None and host != str(address) else spelled
     if policy.lists(address, host=host):
         return None
-    if address in _METADATA_ADDRESSES or _embedded_ipv4(address) in _METADATA_ADDRESSES:
+    if address in _METADATA_ADDRESSES or inner in _METADATA_ADDRESSES:
         return f"{shown} is a cloud metadata address; only an explicit {ALLOW_VARIABLE} entry opens it"
-    kind = _address_class(_embedded_ipv4(address) or address)
+    kind = _address_class(inner or address)
     if kind is None or policy.allow_private:
         return None
     return f"{shown} is {kind}; {_HINT}"
