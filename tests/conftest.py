@@ -23,6 +23,26 @@ from pathlib import Path
 
 import pytest
 
+from xianyu_autoreply import outbound
+
+# What the tests' outbound policy opens: the loopback address every simulator and test server listens on (never
+# `allow_private`: the tests run under the same policy class as production, with one explicit hole).
+LOOPBACK_ONLY = {"allow": ["127.0.0.1/32"]}
+
+
+async def _no_dns(host: str, port: int) -> list[str]:
+    import socket
+
+    raise socket.gaierror(socket.EAI_NONAME, f"no DNS lookups in tests ({host}); pass OutboundGuard(resolver=...)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _outbound_never_resolves_names() -> Iterator[None]:
+    """The outbound policy's lookups never leave the machine: a test that needs a name resolved stubs it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(outbound, "system_resolver", _no_dns)
+        yield
+
 
 def _find_pg_ctl() -> str | None:
     chosen = os.environ.get("XAR_TEST_PG_CTL")  # a path to another pg_ctl, or "" to leave PostgreSQL out

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import orjson
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -18,15 +19,18 @@ from pydantic import (
     PositiveInt,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
 
+from .outbound import OutboundPolicy
 from .runtime import EventLoopChoice
 
 ENV_PREFIX = "XAR_"
@@ -127,6 +131,38 @@ class ClusterSettings(BaseModel):
         return self
 
 
+class OutboundSettings(BaseModel):
+    """What the URLs account owners choose (webhooks, notifications, AI base URLs, proxies) may reach; see
+    outbound.py and docs/security.md. Administrators only: owners cannot change it.
+
+    Public addresses only by default. `allow_private` opens every address class (loopback, private, link-local,
+    ...; cloud metadata addresses stay closed); `allow` opens exactly the networks (CIDR) and host names it lists,
+    given as a JSON list or comma-separated (`XAR_OUTBOUND__ALLOW=127.0.0.1/32,ollama.lan`).
+    """
+
+    allow_private: bool = False
+    allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("allow", mode="before")
+    @classmethod
+    def _entries(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return orjson.loads(text)
+                except orjson.JSONDecodeError as exc:
+                    raise ValueError(f"not a JSON list: {exc}") from None
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("allow", mode="after")
+    @classmethod
+    def _valid(cls, value: list[str]) -> list[str]:
+        OutboundPolicy.from_entries(value)  # raises ValueError naming the entry that is neither CIDR nor name
+        return [entry.strip() for entry in value if entry.strip()]
+
+
 class Settings(BaseSettings):
     """Every setting of the service; see DESIGN.md §2 for the contract."""
 
@@ -152,6 +188,7 @@ class Settings(BaseSettings):
     session: SessionSettings = SessionSettings()
     cluster: ClusterSettings = ClusterSettings()
     api: ApiSettings = ApiSettings()
+    outbound: OutboundSettings = OutboundSettings()
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

@@ -132,6 +132,8 @@ def demo_settings(data_dir: Path, sim: Simulator, *, port: int, admin_password: 
         admin_username=DEMO_ADMIN,
         admin_password=admin_password,
         platform={"ws_url": sim.ws_url, "mtop_url": sim.mtop_url, "passport_url": sim.passport_url},
+        # The demo's AI is the simulator's, on loopback: open exactly that address (docs/security.md).
+        outbound={"allow": ["127.0.0.1/32"]},
     )
 
 
@@ -217,9 +219,7 @@ def _clock(at_ms: int) -> str:
     return datetime.fromtimestamp(at_ms / 1000).strftime("%H:%M:%S")
 
 
-def conversation_line(
-    event: EngineEvent, shops: dict[str, str], rules: dict[str, str] | None = None
-) -> str | None:
+def conversation_line(event: EngineEvent, shops: dict[str, str], rules: dict[str, str] | None = None) -> str | None:
     """A console line (rich markup, every outside text escaped) for a buyer message or a reply; None otherwise.
 
     `rules` maps rule ids to keywords, so a rule's reply shows the keyword that fired."""
@@ -307,9 +307,7 @@ async def run_demo(
             )
             background.append(asyncio.create_task(print_conversation(engine, console, shops), name="demo-console"))
             await _wait_running(engine, list(sellers), timeout=10.0)
-            background.append(
-                asyncio.create_task(scripted_buyers(sim, sellers, interval=interval), name="demo-buyers")
-            )
+            background.append(asyncio.create_task(scripted_buyers(sim, sellers, interval=interval), name="demo-buyers"))
             if seconds is not None:
                 asyncio.get_running_loop().call_later(seconds, server.stop)
 

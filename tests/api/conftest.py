@@ -24,6 +24,7 @@ from xianyu_autoreply.config import Settings, load_settings
 from xianyu_autoreply.simulator import Simulator
 from xianyu_autoreply.store import User
 
+from ..conftest import LOOPBACK_ONLY
 from ..integration.engine.conftest import FAST_OPTIONS, eventually
 
 ADMIN = "admin"
@@ -119,6 +120,7 @@ def api_settings(sim: Simulator, data_dir: Path, **overrides: Any) -> Settings:
         # Relaxed heartbeats: these tests are about the API, and a busy machine must not cause reconnects.
         session={"heartbeat_interval": 2.0, "heartbeat_timeout": 10.0},
         api={"sse_heartbeat": 1.0, **overrides.pop("api", {})},
+        outbound=overrides.pop("outbound", LOOPBACK_ONLY),  # the simulator's AI, the tests' receivers
         **overrides,
     )
 

@@ -21,6 +21,8 @@ from xianyu_autoreply.engine.scheduler import EngineOptions
 from xianyu_autoreply.platform.session import ReconnectPolicy
 from xianyu_autoreply.simulator import Simulator
 
+from ..conftest import LOOPBACK_ONLY
+
 CHROMIUM = Path(os.environ.get("XAR_E2E_CHROMIUM") or "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -76,12 +78,11 @@ async def server(sim: Simulator, tmp_path: Path) -> AsyncIterator[Any]:
         admin_password=ADMIN_PASSWORD,
         platform={"ws_url": sim.ws_url, "mtop_url": sim.mtop_url, "passport_url": sim.passport_url},
         session={"heartbeat_interval": 1.0, "heartbeat_timeout": 3.0},
+        outbound=LOOPBACK_ONLY,  # the simulator's AI
     )
     ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
-        run_server(
-            settings, on_ready=ready.set_result, engine_options=FAST, handle_signals=False, log_level="warning"
-        )
+        run_server(settings, on_ready=ready.set_result, engine_options=FAST, handle_signals=False, log_level="warning")
     )
     done, _ = await asyncio.wait({ready, task}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
     if task in done:

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 from ..config import Settings
 from ..engine.scheduler import AccountScheduler
+from ..outbound import OutboundGuard, OutboundPolicy
 from ..store import Store
 from .auth import Authenticator, bind_authenticator, unbind_authenticator
 from .errors import install_error_handlers
@@ -101,7 +102,8 @@ def create_app(settings: Settings, *, store: Store, engine: AccountScheduler | N
     app.state.store = store
     app.state.engine = engine
     app.state.auth = auth
-    app.state.ops = AccountOperations(store, engine)
+    outbound = engine.outbound if engine is not None else OutboundGuard(OutboundPolicy.from_settings(settings.outbound))
+    app.state.ops = AccountOperations(store, engine, outbound=outbound)
     app.state.metrics = Metrics(engine)
     app.state.stopping = asyncio.Event()
     install_error_handlers(app)

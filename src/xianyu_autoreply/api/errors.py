@@ -8,6 +8,7 @@
         InvalidCookie               422 invalid_cookie (field: cookie)
         RuleError, TemplateError    422 invalid_rule / invalid_template
         InvalidValue, ValueError    422 invalid_value
+    ApiError(422, url_not_allowed)  an owner's URL the outbound policy refuses (field: the URL's field)
         DatabaseError               503 database_unavailable
     anything else                   500 internal_error (logged with its type, never echoed)
 

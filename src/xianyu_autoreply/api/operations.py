@@ -4,6 +4,8 @@ With an engine every write goes through `AccountScheduler` (account lock, databa
 running session), so memory and database never disagree. Under `serve --no-engine` the same calls write the
 database only; the engine that owns the account (a `worker`) applies them when it reloads.
 An account created behind the engine's back (the `accounts` CLI) is loaded into it before the first write.
+Every URL an owner chooses (proxy, AI base URL, webhook rule, notification URL) passes the outbound policy
+(outbound.py) before anything is written: a refusal is a 422 naming the field and the reason, and changes nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from fastapi import Request
 
 from ..engine.cluster import owner_of_account, send_command, wait_command
 from ..engine.scheduler import AccountScheduler
+from ..outbound import OutboundGuard, OutboundRefused, Purpose
 from ..platform.session import Sent
 from ..protocol import parse_cookie
 from ..replies import TryResult
@@ -25,6 +28,7 @@ from ..store import (
     AccountNotFound,
     AccountSettings,
     AiSettingsUpdate,
+    DeliveryKind,
     DeliveryRule,
     DeliveryRuleSpec,
     Direction,
@@ -59,9 +63,44 @@ def may_see(user: User, account: Account) -> bool:
 class AccountOperations:
     """Reads with ownership checks, and writes that keep engine and database in step."""
 
-    def __init__(self, store: Store, engine: AccountScheduler | None) -> None:
+    def __init__(self, store: Store, engine: AccountScheduler | None, *, outbound: OutboundGuard | None = None) -> None:
+        """`outbound`: the administrator's policy for owners' URLs (public addresses only when not given)."""
         self.store = store
         self.engine = engine
+        self.outbound = outbound or OutboundGuard()
+
+    # --- the outbound policy at save time ---------------------------------------------------------------------
+
+    async def check_url(self, url: str, *, purpose: Purpose, field: str) -> None:
+        """Refuse (422 `url_not_allowed`, naming `field` and why) a URL the outbound policy refuses.
+
+        A host that does not resolve now is accepted: DNS may be down, and the fetch checks it again.
+        """
+        try:
+            await self.outbound.check(url, purpose=purpose)
+        except OutboundRefused as exc:
+            raise ApiError(422, "url_not_allowed", f"{field}: {exc.reason}", field=field) from None
+        except OSError:
+            log.info("saved a URL whose host does not resolve now", field=field)
+
+    async def check_notification_urls(self, urls: Sequence[str]) -> None:
+        """Every apprise URL of a user's notification settings, before they are saved (field `urls.<n>`)."""
+        for position, url in enumerate(urls):
+            await self.check_url(url, purpose=Purpose.NOTIFICATION, field=f"urls.{position}")
+
+    async def _check_delivery_rules(self, account_id: str, rules: Sequence[DeliveryRuleSpec]) -> None:
+        """A webhook rule's URL (`<n>.content`): the one given, or the stored one it keeps."""
+        stored: dict[int, str | None] | None = None
+        for position, rule in enumerate(rules):
+            if rule.kind is not DeliveryKind.WEBHOOK:
+                continue
+            url = rule.content
+            if url is None and rule.id is not None:
+                if stored is None:  # only this account's rules: another's URL must not show in a refusal
+                    stored = {r.id: r.content for r in await self.store.list_delivery_rules(account_id, reveal=True)}
+                url = stored.get(rule.id)
+            if url:
+                await self.check_url(url, purpose=Purpose.WEBHOOK, field=f"{position}.content")
 
     # --- reading ----------------------------------------------------------------------------------------------
 
@@ -117,6 +156,8 @@ class AccountOperations:
         actor: str,
     ) -> Account:
         parse_cookie(cookie)
+        if proxy:
+            await self.check_url(proxy, purpose=Purpose.PROXY, field="proxy")
         if self.engine is not None:
             return await self.engine.add(
                 account_id, cookie, owner=owner, enabled=enabled, remark=remark, proxy=proxy, actor=actor
@@ -153,6 +194,8 @@ class AccountOperations:
         self, account_id: str, *, actor: str, proxy: Any = None, change_proxy: bool = False, **fields: Any
     ) -> Account:
         """PATCH: remark / pause_minutes / auto_confirm / owner, and the proxy (which reconnects the account)."""
+        if change_proxy and proxy:
+            await self.check_url(proxy, purpose=Purpose.PROXY, field="proxy")  # before the first of the writes
         engine = await self._loaded(account_id)
         account: Account | None = None
         if fields:
@@ -178,6 +221,8 @@ class AccountOperations:
     async def set_settings(
         self, account_id: str, settings: AccountSettings, *, ai: AiSettingsUpdate | None, actor: str
     ) -> AccountSettings:
+        if ai is not None and ai.base_url:
+            await self.check_url(ai.base_url, purpose=Purpose.AI, field="ai.base_url")
         engine = await self._loaded(account_id)
         if engine is not None:
             return await engine.set_settings(account_id, settings, ai=ai, actor=actor)
@@ -186,6 +231,7 @@ class AccountOperations:
     async def set_delivery_rules(
         self, account_id: str, rules: Sequence[DeliveryRuleSpec], *, actor: str
     ) -> list[DeliveryRule]:
+        await self._check_delivery_rules(account_id, rules)
         engine = await self._loaded(account_id)
         if engine is not None:
             return await engine.set_delivery_rules(account_id, rules, actor=actor)

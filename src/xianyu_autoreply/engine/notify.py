@@ -8,6 +8,8 @@ empty filter means every event). Repeats of one (user, event, account) inside `f
 the next message that goes out ("+N more"), so a flapping account does not flood a chat group.
 apprise is synchronous: it runs in a worker thread under a timeout, never on the event loop. A message carries
 ids, states and reasons only; `redact` masks anything shaped like `name=value` so a cookie never leaks into one.
+Before each send every URL passes the outbound policy (outbound.py: an allowlist of apprise services, and the
+addresses of the hosts apprise would connect to); a refused one is left out and logged with the reason.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from ..outbound import OutboundGuard, OutboundRefused, Purpose
 from ..store import NotFound, Role, Store
 from .events import EngineEvent, EventBus, Subscription
 
@@ -177,10 +180,19 @@ class _Target:
 class Notifier:
     """Turns bus events into owner notifications; `watch(bus)` starts it, `aclose()` stops it."""
 
-    def __init__(self, *, store: Store, options: NotifyOptions | None = None, sender: Sender | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        options: NotifyOptions | None = None,
+        sender: Sender | None = None,
+        outbound: OutboundGuard | None = None,
+    ) -> None:
+        """`outbound`: the policy every URL passes before each send (public addresses only when not given)."""
         self.store = store
         self.options = options or NotifyOptions()
         self._sender = sender
+        self._outbound = outbound or OutboundGuard()
         self._subscription: Subscription | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -250,10 +262,13 @@ class Notifier:
     async def _send(self, target: _Target, title: str, body: str) -> bool:
         async with self._slots:
             try:
-                if self._sender is not None:
-                    ok = await asyncio.wait_for(self._sender(target.urls, title, body), self.options.timeout)
+                urls = await self._allowed(target)
+                if not urls:
+                    ok = False
+                elif self._sender is not None:
+                    ok = await asyncio.wait_for(self._sender(urls, title, body), self.options.timeout)
                 else:
-                    ok = await apprise_send(target.urls, title, body, timeout=self.options.timeout)
+                    ok = await apprise_send(urls, title, body, timeout=self.options.timeout)
             except Exception as exc:
                 ok = False
                 log.warning("notification failed", user=target.username, error=type(exc).__name__)
@@ -263,6 +278,21 @@ class Notifier:
             self.failed += 1
             log.warning("notification not accepted", user=target.username, urls=len(target.urls))
         return ok
+
+    async def _allowed(self, target: _Target) -> list[str]:
+        """The user's URLs the outbound policy lets through now; each refusal is logged with its reason."""
+        allowed = []
+        for position, url in enumerate(target.urls):
+            try:
+                await self._outbound.check(url, purpose=Purpose.NOTIFICATION)
+            except OutboundRefused as exc:
+                log.warning("notification URL refused", user=target.username, url=position, reason=exc.reason)
+                continue
+            except OSError as exc:  # apprise could not reach it either
+                log.warning("notification URL unresolvable", user=target.username, url=position, error=str(exc))
+                continue
+            allowed.append(url)
+        return allowed
 
     async def _targets(self, account_id: str | None) -> list[_Target]:
         owner: str | None = None

@@ -12,7 +12,9 @@ Delivery, on "paid" (one unit per item bought):
 4. Each attempt starts with a compare-and-set (`transition_delivery`: pending/failed at attempt n -> pending at
    n+1): of two workers that both see a unit due, one sends.
 5. The goods: `text` (a template), `image` (a URL), `webhook` (POST to the seller's URL, deliver its answer) or
-   `batch` (reserve a stock line -> send -> commit; released when the send provably failed).
+   `batch` (reserve a stock line -> send -> commit; released when the send provably failed). A webhook URL goes
+   through the outbound policy (outbound.py) at every connection, redirects included: one it refuses ends the
+   unit in `delivery_failed` at once, with the reason, and nothing reaches its target.
 6. A failure that provably sent nothing is retried with backoff, then ends in `delivery_failed` with the reason.
    A send that may have reached the buyer (unconfirmed) is never retried: `delivery_failed` at once, its batch
    line kept reserved, so the goods are neither given twice nor handed to another buyer.
@@ -43,6 +45,7 @@ import orjson
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from ..outbound import OutboundGuard, OutboundRefused, Purpose, check_url
 from ..platform.mtop_client import MtopClient
 from ..platform.session import AccountSession, Reply, SendOutcome, Sent
 from ..protocol import OrderEvent, OrderStatus
@@ -192,7 +195,10 @@ class OrderDesk:
         fence_for: FenceFor = lambda account_id: None,
         options: DeliveryOptions | None = None,
         http: httpx.AsyncClient | None = None,
+        outbound: OutboundGuard | None = None,
     ) -> None:
+        """`outbound` is the policy for webhook URLs (public addresses only when not given); an `http` client
+        given here is used as it is, without it."""
         self.store = store
         self.mtop = mtop
         self.bus = bus
@@ -200,8 +206,9 @@ class OrderDesk:
         self._session_for = session_for
         self._proxy_for = proxy_for
         self._fence_for = fence_for  # scale-out: a node whose lease moved on must not claim a delivery
+        self._outbound = outbound or OutboundGuard()
         self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(trust_env=False, follow_redirects=False)
+        self._http = http or self._outbound.http_client()
         self._active: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         # Events of one order are applied one after the other (striped: no lock per order to clean up).
@@ -614,7 +621,14 @@ class OrderDesk:
         return Reply(text=text, source=source)
 
     async def _webhook(self, url: str, order: Order, unit: int) -> str:
-        """POST the order to the seller's URL and deliver what it answers; retried on transport errors and 5xx."""
+        """POST the order to the seller's URL and deliver what it answers; retried on transport errors and 5xx.
+
+        A URL the outbound policy refuses (its scheme, or an address of its host at connect time) is permanent.
+        """
+        try:
+            check_url(url, self._outbound.policy, purpose=Purpose.WEBHOOK)
+        except OutboundRefused as exc:
+            raise _Permanent(f"webhook refused: {exc.reason}") from None
         payload = {
             "account_id": order.account_id,
             "order_id": order.order_id,
@@ -649,6 +663,8 @@ class OrderDesk:
                     return content
         except (httpx.TransportError, _WebhookServerError) as exc:
             raise _NotSent(f"webhook failed: {type(exc).__name__} {exc}".strip()) from None
+        except OutboundRefused as exc:  # at connect time: the host, or a redirect's, resolves somewhere refused
+            raise _Permanent(f"webhook refused: {exc.reason}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     # --- outcomes ------------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import structlog
 
 from ..config import Settings
+from ..outbound import OutboundGuard, OutboundPolicy
 from ..platform.errors import NotRecorded
 from ..platform.limits import ProcessLimits
 from ..platform.mtop_client import MtopClient
@@ -197,8 +198,12 @@ class AccountScheduler:
         self.options = options or EngineOptions()
         self._owns = owns
         self._fence = fence
+        # The policy for the URLs owners choose (webhooks, notifications, AI, proxies): outbound.py.
+        self.outbound = OutboundGuard(OutboundPolicy.from_settings(settings.outbound))
         self._owns_mtop = mtop is None
-        self.mtop = mtop or MtopClient(mtop_url=settings.platform.mtop_url, passport_url=settings.platform.passport_url)
+        self.mtop = mtop or MtopClient(
+            mtop_url=settings.platform.mtop_url, passport_url=settings.platform.passport_url, outbound=self.outbound
+        )
         self._limits = limits
         self._runtimes: dict[str, _Runtime] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -220,8 +225,9 @@ class AccountScheduler:
             proxy_for=lambda account_id: rt.proxy if (rt := self._runtimes.get(account_id)) else None,
             fence_for=self.fence_for,
             options=self.options.delivery,
+            outbound=self.outbound,
         )
-        self.notifier = Notifier(store=store, options=self.options.notify)
+        self.notifier = Notifier(store=store, options=self.options.notify, outbound=self.outbound)
 
     # --- lifecycle of the engine ----------------------------------------------------------------------------
 
@@ -489,7 +495,9 @@ class AccountScheduler:
         result = try_reply(text, item_id=item_id, rules=rules, settings=settings)
         if result.ai_query is None:
             return result
-        ai = AIReplier(settings.ai, account_name=settings.account_name, timeout_s=self.options.ai_timeout)
+        ai = AIReplier(
+            settings.ai, account_name=settings.account_name, timeout_s=self.options.ai_timeout, outbound=self.outbound
+        )
         try:
             answer = await ai.reply(result.ai_query)
         except AIReplyError as exc:
@@ -776,6 +784,7 @@ class AccountScheduler:
             proxy=rt.proxy,
             limits=self._limits,
             policy=self.options.policy,
+            outbound=self.outbound,
         )
 
     def _background(self, coro: Coroutine[Any, Any, None], *, name: str) -> None:
@@ -917,7 +926,9 @@ class AccountScheduler:
             facts=facts,
             on_decision=on_decision,
             claim_reply=claim_reply,
-            ai_factory=lambda s: AIReplier(s.ai, account_name=s.account_name, timeout_s=self.options.ai_timeout),
+            ai_factory=lambda s: AIReplier(
+                s.ai, account_name=s.account_name, timeout_s=self.options.ai_timeout, outbound=self.outbound
+            ),
         )
 
     async def _rules(self, account_id: str) -> RuleIndex:

@@ -3,6 +3,8 @@
 Requests and answers are built and classified by `protocol.mtop`; this module only sends them, merges every
 `Set-Cookie` into the account's cookie (handing the result to the account's `CookieJar`), and turns failures
 into the typed exceptions of `platform.errors`. Retries (transport errors, a stale `_m_h5_tk`) go through tenacity.
+An account's proxy is the owner's choice: it passes the outbound policy (outbound.py) before the client for it is
+made, and `OutboundRefused` (not a transport error: never retried) says why when it does not.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Protocol
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from ..outbound import OutboundGuard, Purpose
 from ..protocol import (
     HttpCall,
     MalformedMtopResponse,
@@ -64,12 +67,16 @@ class MtopClient:
         timeout: float = 15.0,
         attempts: int = 3,
         transport: httpx.AsyncBaseTransport | None = None,
+        outbound: OutboundGuard | None = None,
     ) -> None:
+        """`outbound` is the policy for the accounts' proxies (public addresses only when not given); the
+        platform URLs are the administrator's and are not checked."""
         self._mtop_url = mtop_url.rstrip("/") + "/"
         self._passport_url = passport_url.rstrip("/") + "/"
         self._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
         self._attempts = attempts
         self._transport = transport
+        self._outbound = outbound or OutboundGuard()
         self._clients: dict[str | None, httpx.AsyncClient] = {}
         # Requests beyond the pool's connections wait here, not in httpcore's pool: its queue is rescanned whole
         # on every event (quadratic), which froze the loop with ~4,000 token fetches queued at a 5,000-account start.
@@ -91,6 +98,11 @@ class MtopClient:
             await client.aclose()
 
     async def _send(self, call: HttpCall, *, base: str, jar: CookieJar, proxy: str | None) -> httpx.Response:
+        if proxy is not None and proxy not in self._clients:
+            try:
+                await self._outbound.check(proxy, purpose=Purpose.PROXY)
+            except OSError as exc:
+                raise TransportError(f"the proxy's host cannot be resolved: {exc}") from exc
         try:
             async with self._slots:
                 response = await self._client(proxy).request(

@@ -35,6 +35,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.protocol import State as WsState
 
 from ..config import SessionSettings
+from ..outbound import OutboundGuard, Purpose
 from ..protocol import (
     BuyerMessage,
     Content,
@@ -301,6 +302,7 @@ class AccountSession:
         policy: ReconnectPolicy | None = None,
         send_rate: float = 5.0,
         send_burst: int = 20,
+        outbound: OutboundGuard | None = None,
     ) -> None:
         self.account_id = account_id
         self.hooks = hooks or SessionHooks()
@@ -311,6 +313,7 @@ class AccountSession:
         self._mtop = mtop
         self.settings = settings or SessionSettings()
         self._proxy = proxy
+        self._outbound = outbound or OutboundGuard()  # the proxy is the owner's choice: checked before each connect
         self._limits = limits or ProcessLimits()
         self.policy = policy or ReconnectPolicy()
         self._account_slots = asyncio.Semaphore(self.settings.max_concurrent_messages)
@@ -554,6 +557,8 @@ class AccountSession:
 
     async def _open(self) -> None:
         self._set_state(ConnectionState.CONNECTING, "connect")
+        if self._proxy:
+            await self._outbound.check(self._proxy, purpose=Purpose.PROXY)  # refused: OutboundRefused, not retried
         if self._token is None or time.monotonic() - self._token_at >= self.settings.token_refresh_interval:
             await self._refresh_token()
         headers = {

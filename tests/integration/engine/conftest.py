@@ -12,6 +12,7 @@ from xianyu_autoreply.platform.session import ReconnectPolicy
 from xianyu_autoreply.simulator import Simulator
 from xianyu_autoreply.store import Store
 
+from ...conftest import LOOPBACK_ONLY
 from ...polling import eventually as eventually  # noqa: PLC0414  (re-exported to the suites that import it from here)
 
 FAST_OPTIONS = EngineOptions(
@@ -44,6 +45,7 @@ def settings(sim: Simulator, tmp_path: Path, database_url: str) -> Settings:
         database_url=database_url,
         platform={"ws_url": sim.ws_url, "mtop_url": sim.mtop_url, "passport_url": sim.passport_url},
         session={"heartbeat_interval": 0.5, "heartbeat_timeout": 1.5},
+        outbound=LOOPBACK_ONLY,  # the simulator's AI, the webhook and notification receivers
     )
 
 

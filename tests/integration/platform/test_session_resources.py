@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from xianyu_autoreply.config import SessionSettings
+from xianyu_autoreply.outbound import OutboundGuard, OutboundPolicy, OutboundRefused
 from xianyu_autoreply.platform.mtop_client import MtopClient
 from xianyu_autoreply.platform.session import AccountSession, Incoming, ReconnectPolicy, Reply, SessionHooks
 from xianyu_autoreply.protocol import BuyerMessage
@@ -24,6 +25,7 @@ from xianyu_autoreply.simulator import Simulator
 
 FAST = SessionSettings(heartbeat_interval=0.5, heartbeat_timeout=1.5)
 POLICY = ReconnectPolicy(base=0.05, cap=0.3, stable_after=1.0)
+LOOPBACK_ONLY = OutboundGuard(OutboundPolicy.from_entries(["127.0.0.1/32"]))  # the proxy.py below listens there
 
 
 async def answer(incoming: Incoming) -> Reply | None:
@@ -123,7 +125,7 @@ async def test_a_session_with_a_proxy_sends_websocket_and_mtop_traffic_through_i
 ) -> None:
     proxy_url, proxy_log = http_proxy
     seller = sim.create_seller()
-    mtop = MtopClient(mtop_url=sim.mtop_url, passport_url=sim.passport_url)
+    mtop = MtopClient(mtop_url=sim.mtop_url, passport_url=sim.passport_url, outbound=LOOPBACK_ONLY)
     session = AccountSession(
         account_id="a",
         cookie=seller["cookie"],
@@ -133,6 +135,7 @@ async def test_a_session_with_a_proxy_sends_websocket_and_mtop_traffic_through_i
         policy=POLICY,
         proxy=proxy_url,
         hooks=SessionHooks(decide=answer),
+        outbound=LOOPBACK_ONLY,
     )
     task = asyncio.create_task(session.run())
     try:
@@ -151,3 +154,34 @@ async def test_a_session_with_a_proxy_sends_websocket_and_mtop_traffic_through_i
     assert re.search(rf"POST 127\.0\.0\.1:{port}/h5/mtop\.taobao\.idlemessage\.pc\.login\.token", logged), logged[
         -2000:
     ]
+
+
+async def test_a_session_whose_proxy_the_policy_refuses_never_connects_through_it(
+    sim: Simulator, http_proxy: tuple[str, Path]
+) -> None:
+    proxy_url, proxy_log = http_proxy
+    seller = sim.create_seller()
+    strict = OutboundGuard()  # loopback not opened: the owner's proxy on 127.0.0.1 is refused
+    mtop = MtopClient(mtop_url=sim.mtop_url, passport_url=sim.passport_url, outbound=strict)
+    session = AccountSession(
+        account_id="a",
+        cookie=seller["cookie"],
+        ws_url=sim.ws_url,
+        mtop=mtop,
+        settings=FAST,
+        policy=POLICY,
+        proxy=proxy_url,
+        hooks=SessionHooks(decide=answer),
+        outbound=strict,
+    )
+    try:
+        with pytest.raises(OutboundRefused, match="loopback address"):
+            await asyncio.wait_for(session.run(), 10)
+        with pytest.raises(OutboundRefused, match=r"proxy URL refused: 127\.0\.0\.1 is a loopback address"):
+            await mtop.fetch_token(session.cookie_jar, device_id="d", proxy=proxy_url)
+    finally:
+        await session.close()
+        await mtop.aclose()
+    await asyncio.sleep(0.5)
+    assert sim.connections(seller=seller["unb"]) == []
+    assert "CONNECT" not in proxy_log.read_text() and "POST" not in proxy_log.read_text()

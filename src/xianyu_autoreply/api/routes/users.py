@@ -9,6 +9,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from ...store import UNSET, Store, User
 from ..auth import admin_user, authenticator, client_address, current_user, hash_password
+from ..operations import AccountOperations, operations
 from ..schemas import NotificationsIn, NotificationsOut, TokenOut, UserIn, UserOut, UserPatch
 
 auth_router = APIRouter(prefix="/auth", tags=["auth"])
@@ -81,6 +82,9 @@ async def get_notifications(user: Caller, store: StoreDep, reveal: bool = False)
 
 
 @notifications_router.put("", response_model=NotificationsOut)
-async def put_notifications(body: NotificationsIn, user: Caller, store: StoreDep) -> NotificationsOut:
+async def put_notifications(
+    body: NotificationsIn, user: Caller, store: StoreDep, ops: Annotated[AccountOperations, Depends(operations)]
+) -> NotificationsOut:
+    await ops.check_notification_urls(body.urls)  # 422 naming `urls.<n>`, before anything is saved
     saved = await store.put_notification_settings(user.username, urls=body.urls, events=body.events)
     return NotificationsOut.of(saved)
