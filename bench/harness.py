@@ -306,6 +306,11 @@ class SimulatorProcess:
         result = await self.call("GET", "latency", reset="1" if reset else "0", since=str(since))
         return list(result["samples_ms"])
 
+    async def ack_latencies(self, *, reset: bool = False) -> list[float]:
+        """Push -> ACK times (ms, simulator's clock) of every push since the last reset."""
+        result = await self.call("GET", "latency", kind="ack", reset="1" if reset else "0")
+        return list(result["samples_ms"])
+
     async def stats(self) -> dict[str, Any]:
         result: dict[str, Any] = await self.call("GET", "stats")
         return result
