@@ -36,9 +36,10 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from xianyu_autoreply.engine.gc_tuning import freeze_long_lived
+from xianyu_autoreply.engine.pipeline import AccountPipeline, Steps
 from xianyu_autoreply.engine.scheduler import AccountScheduler
 from xianyu_autoreply.platform.mtop_client import MtopClient
-from xianyu_autoreply.platform.session import AccountSession, Incoming, Reply, SessionHooks
+from xianyu_autoreply.platform.session import AccountSession, Reply
 from xianyu_autoreply.protocol import (
     BuyerMessage,
     FrameKind,
@@ -53,6 +54,7 @@ from xianyu_autoreply.protocol import (
     reg_frame,
     send_frame,
 )
+from xianyu_autoreply.replies.admission import Incoming
 
 from .harness import (
     Bed,
@@ -329,7 +331,7 @@ async def reference_phase(
 
 
 async def session_phase(bed: Bed, *, rate: float, seconds: float, probe: Mapping[str, str]) -> dict[str, Any]:
-    """The session layer (platform/) alone: AccountSession per seller, fixed reply, no store."""
+    """The session layer (platform/) read by a pipeline without a store: fixed reply, ACK before answering."""
     mtop = MtopClient(mtop_url=bed.sim.mtop_url, passport_url=bed.sim.passport_url)
 
     async def decide(incoming: Incoming) -> Reply | None:
@@ -342,14 +344,14 @@ async def session_phase(bed: Bed, *, rate: float, seconds: float, probe: Mapping
             ws_url=bed.sim.ws_url,
             mtop=mtop,
             settings=bed.settings.session,
-            hooks=SessionHooks(decide=decide),
         )
         for n, s in enumerate(bed.sellers)
     ]
+    pipelines = [AccountPipeline(s, Steps(decide=decide)) for s in sessions]
     runs = []
     try:
-        for s in sessions:
-            runs.append(asyncio.create_task(s.run()))
+        for p in pipelines:
+            runs.append(asyncio.create_task(p.run()))
             await asyncio.sleep(0.002)
         deadline = time.monotonic() + 120
         while True:
@@ -360,7 +362,7 @@ async def session_phase(bed: Bed, *, rate: float, seconds: float, probe: Mapping
         await measured_load(bed.sim, rate, min(2.0, seconds), sellers)  # warm-up
         return await measured_load(bed.sim, rate, seconds, sellers, probe=probe)
     finally:
-        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+        await asyncio.gather(*(p.close() for p in pipelines), return_exceptions=True)
         await asyncio.gather(*runs, return_exceptions=True)
         await mtop.aclose()
 

@@ -1,12 +1,12 @@
-"""AccountReplier: what one account answers, wired from the pure policy to a session's `decide` hook.
+"""AccountReplier: what one account answers, from the pure policy to the pipeline's `decide` step.
 
-The session hands over each event it admitted (not a duplicate, with its expiry and echo flags). The replier runs
-`replies.policy.decide`, applies the decision's state changes before any `await` (so concurrent messages of one
-chat see each other), waits out a debounce, asks the AI when the policy says so (falling back to the default
-reply on any AI failure), reports every decision to `on_decision` for the conversation log, and returns the reply
-for the session to send once `claim_reply` (the durable compare-and-set of the message's row) allowed it: of two
-handlers of one message, a live one and a resumed one, only one sends. Rules and settings are swapped whole by
-`update`: the next message sees the new ones, no restart needed.
+The pipeline hands over each event it admitted and recorded (not a duplicate, with its expiry and echo flags).
+The replier runs `replies.policy.decide`, applies the decision's state changes before any `await` (so concurrent
+messages of one chat see each other), waits out a debounce, asks the AI when the policy says so (falling back to
+the default reply on any AI failure), reports every decision to `on_decision` for the conversation log, and
+returns the reply for the pipeline to send once `claim_reply` (the durable compare-and-set of the message's row)
+allowed it: of two handlers of one message, a live one and a resumed one, only one sends. Rules and settings are
+swapped whole by `update`: the next message sees the new ones, no restart needed.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from ..platform.session import Incoming, Reply
-from ..protocol import BuyerMessage, SellerMessage, now_ms
+from ..platform.values import Reply
+from ..protocol import BuyerMessage, now_ms
 from ..replies import (
     Action,
     AIReplier,
@@ -35,6 +35,7 @@ from ..replies import (
     decide,
     resolve_wait,
 )
+from ..replies.admission import Incoming
 
 log = structlog.get_logger("xianyu_autoreply.replier")
 
@@ -58,7 +59,7 @@ def _default_ai(settings: ReplySettings) -> AIReplier:
 
 
 class AccountReplier:
-    """The reply pipeline of one account; `decide` is the session's hook."""
+    """The replies of one account; `decide` is its pipeline's step."""
 
     def __init__(
         self,
@@ -75,8 +76,8 @@ class AccountReplier:
         self.account_id = account_id
         self.rules = rules or RuleIndex.build([])
         self.settings = settings or ReplySettings()
-        # No message-id memory: the session's durable claim (the store's unique key) drops every duplicate first.
-        self.state = ReplyState(settings=self.settings, seen_capacity=0)
+        # No message-id memory: admission and the store's unique key drop every duplicate before `decide`.
+        self.state = ReplyState()
         self._history = history
         self._facts = facts
         self._on_decision = on_decision
@@ -109,12 +110,9 @@ class AccountReplier:
 
     async def decide(self, incoming: Incoming) -> Reply | None:
         event = incoming.event
-        if isinstance(event, SellerMessage) and incoming.own_echo:
-            # Our own reply coming back: not a takeover. The session recognised it; nothing to decide.
-            return await self._done(incoming, Decision(Action.NONE, Reason.OWN_ECHO))
         facts = await self._chat_facts(event) if isinstance(event, BuyerMessage) else None
         now = now_ms()
-        decision = decide(event, state=self.state, settings=self.settings, now_ms=now, rules=self.rules, facts=facts)
+        decision = decide(incoming, state=self.state, settings=self.settings, now_ms=now, rules=self.rules, facts=facts)
         self.state.apply(decision.changes, now_ms=now)
         if decision.action is Action.WAIT and isinstance(event, BuyerMessage):
             await asyncio.sleep(max(0.0, ((decision.wait_until_ms or now) - now_ms()) / 1000))

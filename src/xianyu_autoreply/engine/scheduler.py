@@ -25,7 +25,6 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
@@ -33,23 +32,11 @@ import structlog
 
 from ..config import Settings
 from ..outbound import OutboundGuard, OutboundPolicy
-from ..platform.errors import NotRecorded
 from ..platform.limits import ProcessLimits
 from ..platform.mtop_client import MtopClient
-from ..platform.session import (
-    AccountSession,
-    ConnectionState,
-    Incoming,
-    ReconnectPolicy,
-    Reply,
-    SendOutcome,
-    Sent,
-    SessionHooks,
-    SessionOutcome,
-    SessionStats,
-    StateChange,
-)
-from ..protocol import BuyerMessage, ChatMessage, OrderEvent, OrderStatus, TextContent, now_ms, parse_cookie
+from ..platform.session import AccountSession
+from ..platform.values import ConnectionState, ReconnectPolicy, Reply, Sent, SessionOutcome, SessionStats, StateChange
+from ..protocol import BuyerMessage, now_ms, parse_cookie
 from ..replies import (
     AIReplier,
     AIReplyError,
@@ -71,18 +58,18 @@ from ..store import (
     DeliveryRule,
     DeliveryRuleSpec,
     Direction,
-    Inbound,
     InvalidValue,
-    Message,
     Store,
 )
 from ..store import Rule as StoredRule
 from ..store.accounts import ReplyConfig
-from ..store.cluster import Fence, FencedOut
+from ..store.cluster import Fence
 from .events import EventBus
 from .notify import Notifier, NotifyOptions
 from .orders import DeliveryOptions, OrderDesk
-from .replier import AccountReplier, Decided
+from .pipeline import AccountPipeline, Steps
+from .replier import AccountReplier
+from .steps import AccountSteps
 
 log = structlog.get_logger("xianyu_autoreply.engine")
 T = TypeVar("T")
@@ -148,7 +135,9 @@ class _Runtime:
         self.last_error: str | None = None
         self.task: asyncio.Task[None] | None = None
         self.session: AccountSession | None = None
+        self.pipeline: AccountPipeline | None = None
         self.replier: AccountReplier | None = None
+        self.steps: AccountSteps | None = None
         self.crashes: deque[float] = deque()
         self.totals = SessionStats()
         self.items: OrderedDict[str, ChatFacts] = OrderedDict()
@@ -221,7 +210,7 @@ class AccountScheduler:
             store=store,
             mtop=self.mtop,
             bus=self.bus,
-            session_for=self.session,
+            session_for=self.pipeline,
             proxy_for=lambda account_id: rt.proxy if (rt := self._runtimes.get(account_id)) else None,
             fence_for=self.fence_for,
             options=self.options.delivery,
@@ -291,6 +280,11 @@ class AccountScheduler:
     def session(self, account_id: str) -> AccountSession | None:
         rt = self._runtimes.get(account_id)
         return rt.session if rt is not None else None
+
+    def pipeline(self, account_id: str) -> AccountPipeline | None:
+        """The account's live pipeline: what sends on its behalf (replies, deliveries, manual answers)."""
+        rt = self._runtimes.get(account_id)
+        return rt.pipeline if rt is not None else None
 
     def _connected_accounts(self) -> list[str]:
         """Accounts whose session is connected now: the ones whose deliveries this engine works on."""
@@ -457,10 +451,11 @@ class AccountScheduler:
                 self._set_lifecycle(rt, Lifecycle.DELETED, "reload")
         for secret in by_id.values():
             async with self._lock(secret.id):
-                rt = self._runtimes.get(secret.id)
-                if rt is None:
-                    rt = _Runtime(secret.id, cookie=secret.cookie, proxy=secret.proxy, enabled=False, version=0)
-                    self._runtimes[secret.id] = rt
+                known = self._runtimes.get(secret.id)
+                if known is None:
+                    known = _Runtime(secret.id, cookie=secret.cookie, proxy=secret.proxy, enabled=False, version=0)
+                    self._runtimes[secret.id] = known
+                rt = known
                 changed = (rt.cookie, rt.proxy) != (secret.cookie, secret.proxy)
                 rt.cookie, rt.proxy, rt.version = secret.cookie, secret.proxy, secret.version
                 if rt.task is not None and (changed or not secret.enabled):
@@ -476,12 +471,12 @@ class AccountScheduler:
     async def send_manual(self, account_id: str, chat_id: str, to_user: str, text: str) -> Sent:
         """The seller answers by hand through the account's session; auto-replies in that chat pause."""
         rt = self._runtime(account_id)
-        session = rt.session
-        if session is None or not session.connected:
+        pipeline = rt.pipeline
+        if pipeline is None or not pipeline.session.connected:
             raise InvalidValue(f"account {account_id!r} is not connected")
         if rt.replier is not None:
             rt.replier.pause_chat(chat_id)
-        return await session.send(chat_id, to_user, Reply(text=text, source="manual"))
+        return await pipeline.send(chat_id, to_user, Reply(text=text, source="manual"))
 
     async def try_reply(self, account_id: str, text: str, *, item_id: str | None = None) -> TryResult:
         """What the account would answer to `text` now (its current rules and settings), without sending.
@@ -595,21 +590,22 @@ class AccountScheduler:
                     if not await self._crashed(rt, exc):
                         return
                     continue
-            session = self._new_session(rt)
-            rt.session = session
+            pipeline = self._new_pipeline(rt)
+            session = pipeline.session
+            rt.session, rt.pipeline = session, pipeline
             try:
-                outcome = await session.run()
+                outcome = await pipeline.run()
             except asyncio.CancelledError:
-                await session.close()
+                await pipeline.close()
                 raise
             except Exception as exc:
                 rt.absorb(session.stats)
-                rt.session = None
+                rt.session = rt.pipeline = None
                 if not await self._crashed(rt, exc) or not self._owned(rt.account_id):
                     return
                 continue
             rt.absorb(session.stats)
-            rt.session = None
+            rt.session = rt.pipeline = None
             if outcome is SessionOutcome.AUTH_EXPIRED:
                 rt.last_error = session.stats.last_error
                 self._set_lifecycle(rt, Lifecycle.AUTH_EXPIRED, "login expired: a new cookie is needed")
@@ -640,18 +636,18 @@ class AccountScheduler:
         """
         timeout = self.options.stop_timeout if timeout is None else timeout
         drain = self.options.drain_timeout if drain is None else drain
-        task, session = rt.task, rt.session
+        task, pipeline = rt.task, rt.pipeline
         rt.task = None
         if task is None:
             return
-        if session is not None:
+        if pipeline is not None:
             with contextlib.suppress(Exception):
-                await session.close(timeout=drain + timeout, drain=drain)
+                await pipeline.close(timeout=drain + timeout, drain=drain)
         task.cancel()
         done, _ = await asyncio.wait({task}, timeout=timeout)
         if not done:
             log.error("session did not stop in time; abandoned", account_id=rt.account_id)
-        rt.session = None
+        rt.session = rt.pipeline = None
         if rt.lifecycle not in (Lifecycle.DELETED,):
             self._set_lifecycle(rt, Lifecycle.STOPPED, "stopped")
 
@@ -672,77 +668,21 @@ class AccountScheduler:
         rt.since_ms = now_ms()
         self.bus.publish("account.state", rt.account_id, lifecycle=lifecycle.value, reason=reason)
 
-    # --- one session and its hooks --------------------------------------------------------------------------
+    # --- one session and its pipeline ----------------------------------------------------------------------
 
-    def _new_session(self, rt: _Runtime) -> AccountSession:
-        account_id = rt.account_id
-        replier = rt.replier
-        assert replier is not None
+    def _new_pipeline(self, rt: _Runtime) -> AccountPipeline:
+        account_id, replier, steps = rt.account_id, rt.replier, rt.steps
+        assert replier is not None and steps is not None
 
         def on_state(change: StateChange) -> None:
             if change.state is ConnectionState.CONNECTED:
                 self._set_lifecycle(rt, Lifecycle.RUNNING, change.reason)
-                if rt.session is not None:
-                    self._background(self._resume(rt, rt.session), name=f"resume:{account_id}")
+                if rt.pipeline is not None:
+                    self._background(self._resume(rt, rt.pipeline), name=f"resume:{account_id}")
             elif change.state is ConnectionState.RECONNECTING and rt.lifecycle is not Lifecycle.STARTING:
                 rt.last_error = rt.session.stats.last_error if rt.session is not None else change.reason
                 self._set_lifecycle(rt, Lifecycle.BACKOFF, change.reason)
             self.bus.publish("account.connection", account_id, state=change.state.value, reason=change.reason)
-
-        async def record(admitted: Sequence[Incoming]) -> list[bool]:
-            # Before the push is acknowledged: every item with a key in one group commit (store/writer.py).
-            fresh = [True] * len(admitted)  # events nobody records (typing, notices) are handled as they come
-            where = [(i, item) for i, incoming in enumerate(admitted) if (item := _inbound(incoming)) is not None]
-            if where:
-                try:
-                    answers = await self.store.record_inbound(
-                        account_id, [item for _, item in where], fence=self.fence_for(account_id)
-                    )
-                except FencedOut as exc:
-                    log.warning("push left to the new owner", account_id=account_id, bucket=exc.fence.bucket)
-                    raise NotRecorded(f"the lease of bucket {exc.fence.bucket} moved on") from exc
-                for (i, _), new in zip(where, answers, strict=True):
-                    fresh[i] = new
-            for incoming, new in zip(admitted, fresh, strict=True):
-                event = incoming.event
-                if new and isinstance(event, ChatMessage):
-                    self.bus.publish(
-                        "message.in",
-                        account_id,
-                        chat_id=event.chat_id,
-                        message_id=event.message_id,
-                        sender=event.sender_nick,
-                        text=event.text,
-                        own=not isinstance(event, BuyerMessage),
-                    )
-            return fresh
-
-        async def on_sent(sent: Sent) -> None:
-            text = sent.content.text if isinstance(sent.content, TextContent) else sent.content.url
-            # Queued into the log's group commit, not awaited: `begin_reply` already made the reply exactly-once.
-            self.store.log_writer.record_outbound(
-                account_id,
-                sent.uuid,
-                chat_id=sent.chat_id,
-                text=text,
-                created_ms=now_ms(),
-                content_type="text" if isinstance(sent.content, TextContent) else "image",
-                reply_source=sent.source or None,
-                reply_to=sent.in_reply_to,
-                status="sent" if sent.ok else "failed",
-                sender_id=None,
-            )
-            if sent.in_reply_to is not None:
-                self.store.log_writer.mark_inbound(account_id, sent.in_reply_to, status=_ANSWERED[sent.outcome])
-            self.bus.publish(
-                "reply.sent" if sent.ok else "reply.failed",
-                account_id,
-                chat_id=sent.chat_id,
-                text=text,
-                source=sent.source,
-                error=sent.error,
-                in_reply_to=sent.in_reply_to,
-            )
 
         async def on_cookie(cookie: str) -> None:
             # The platform refreshed a cookie value: keep it, so a restart logs in with the fresh one.
@@ -755,36 +695,28 @@ class AccountScheduler:
                 return
             rt.cookie, rt.version = cookie, account.version
 
-        async def on_incoming(incoming: Incoming) -> None:
-            if isinstance(incoming.event, OrderEvent):
-                await self.orders.on_event(account_id, incoming.event)
-                if (key := incoming.key) is not None:
-                    self.store.log_writer.mark_inbound(account_id, key, status="applied")
-
         async def on_verification(url: str | None) -> None:
             rt.last_error = "verification_required"
             self.bus.publish("account.verification_required", account_id, url=url)
 
-        hooks = SessionHooks(
-            decide=replier.decide,
-            on_state=on_state,
-            on_sent=on_sent,
-            on_cookie=on_cookie,
-            record=record,
-            on_verification=on_verification,
-            on_incoming=on_incoming,
-        )
-        return AccountSession(
+        session = AccountSession(
             account_id=account_id,
             cookie=rt.cookie,
             ws_url=self.settings.platform.ws_url,
             mtop=self.mtop,
             settings=self.settings.session,
-            hooks=hooks,
             proxy=rt.proxy,
             limits=self._limits,
             policy=self.options.policy,
             outbound=self.outbound,
+            on_state=on_state,
+            on_cookie=on_cookie,
+            on_verification=on_verification,
+        )
+        return AccountPipeline(
+            session,
+            Steps(decide=replier.decide, record=steps.record, apply=steps.apply, log=steps.log),
+            limits=self._limits,
         )
 
     def _background(self, coro: Coroutine[Any, Any, None], *, name: str) -> None:
@@ -792,100 +724,29 @@ class AccountScheduler:
         self._chores.add(task)
         task.add_done_callback(self._chores.discard)
 
-    async def _resume(self, rt: _Runtime, session: AccountSession) -> None:
-        """Handle what the account recorded and never finished, once per row (see the module docstring).
-
-        Runs after every connect. A row recorded before this resume began, not in flight in this session, and still
-        open was left by a crash, a drain cut short or another node: `received` is handled now (or logged expired),
-        `replying` may have reached the buyer and is reported as interrupted, never sent again.
-        """
-        account_id = rt.account_id
-        started = datetime.now(UTC)  # rows recorded from now on are this session's own
+    async def _resume(self, rt: _Runtime, pipeline: AccountPipeline) -> None:
+        """After every connect: what the account recorded and never finished, once per row (engine/steps.py)."""
+        assert rt.steps is not None
         try:
-            await session.recorded()  # a push re-sent on connect is recorded by now: new (ours) or seen (resumed)
-            busy = session.in_flight()
-            await self.store.log_writer.flush()  # the outcomes of what finished here are in the rows we read
-            rows = await self.store.list_open_inbound(account_id, recorded_before=started)
+            counts = await rt.steps.resume(pipeline)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("could not look for unfinished messages", account_id=account_id, error=type(exc).__name__)
+            log.warning("could not look for unfinished messages", account_id=rt.account_id, error=type(exc).__name__)
             return
-        expire_ms = int(self.settings.session.message_expire * 1000)
-        now = now_ms()
-        counts: dict[str, int] = {}
-        for row in rows:
-            if row.message_id in busy:
-                continue
-            outcome = self._resume_row(account_id, session, row, now=now, expire_ms=expire_ms)
-            counts[outcome] = counts.get(outcome, 0) + 1
         if counts:
-            log.info("resumed unfinished messages", account_id=account_id, **counts)
-
-    def _resume_row(self, account_id: str, session: AccountSession, row: Message, *, now: int, expire_ms: int) -> str:
-        writer = self.store.log_writer
-        if row.content_type == "order":
-            event = _order_event(row)
-            if event is None:
-                writer.mark_inbound(account_id, row.message_id, status="ignored", reply_reason="unreadable")
-                return "unreadable"
-            session.resume(Incoming(event, now, resumed=True))
-            return "orders"
-        if row.status == "replying":
-            reason = "interrupted while sending: it may have reached the buyer, so it is not sent again"
-            writer.mark_inbound(account_id, row.message_id, status="interrupted", reply_reason=reason)
-            log.warning("reply interrupted by a restart", account_id=account_id, message_id=row.message_id)
-            self.bus.publish(
-                "reply.interrupted", account_id, chat_id=row.chat_id, message_id=row.message_id, text=row.text
-            )
-            return "interrupted"
-        if row.sender_id == session.seller_id:  # our echo or the seller typing elsewhere: nothing to answer now
-            writer.mark_inbound(account_id, row.message_id, status="ignored", reply_reason="resumed_own_message")
-            return "own"
-        if now - row.created_ms > expire_ms:
-            writer.mark_inbound(account_id, row.message_id, status="expired", reply_reason="expired_before_resume")
-            return "expired"
-        event = BuyerMessage(
-            row.message_id,
-            row.chat_id,
-            row.sender_id or "",
-            row.sender_nick or "",
-            row.item_id,
-            row.text,
-            _content_type(row.content_type),
-            row.created_ms,
-        )
-        session.resume(Incoming(event, now, resumed=True))
-        return "messages"
+            log.info("resumed unfinished messages", account_id=rt.account_id, **counts)
 
     async def _make_replier(self, rt: _Runtime) -> AccountReplier:
         account_id = rt.account_id
-
-        async def on_decision(decided: Decided) -> None:
-            event = decided.incoming.event
-            if isinstance(event, ChatMessage) and decided.reply is None:
-                # Queued, not awaited: nothing is sent, so nothing waits for this to be durable.
-                self.store.log_writer.mark_inbound(
-                    account_id, event.message_id, status="ignored", reply_reason=decided.decision.reason.value
-                )
-
-        async def claim_reply(decided: Decided) -> bool:
-            # Durable before the send: of a live and a resumed handler one sends, and a crash while sending
-            # leaves `replying`, which the next resume reports as interrupted rather than answering twice.
-            key = decided.incoming.key
-            if key is None:
-                return True
-            try:
-                return await self.store.begin_reply(
-                    account_id,
-                    key,
-                    reply_source=decided.decision.source,
-                    reply_reason=decided.decision.reason.value,
-                    fence=self.fence_for(account_id),
-                )
-            except FencedOut:
-                log.warning("reply left to the account's new owner", account_id=account_id)
-                return False
+        steps = rt.steps = AccountSteps(
+            account_id,
+            store=self.store,
+            bus=self.bus,
+            orders=self.orders,
+            fence=lambda: self.fence_for(account_id),
+            expire_ms=int(self.settings.session.message_expire * 1000),
+        )
 
         async def history(chat_id: str) -> list[Turn]:
             await self.store.log_writer.flush()  # the AI must see the replies still queued for the log
@@ -924,8 +785,8 @@ class AccountScheduler:
             settings=settings,
             history=history,
             facts=facts,
-            on_decision=on_decision,
-            claim_reply=claim_reply,
+            on_decision=steps.decided,
+            claim_reply=steps.claim,
             ai_factory=lambda s: AIReplier(
                 s.ai, account_name=s.account_name, timeout_s=self.options.ai_timeout, outbound=self.outbound
             ),
@@ -984,68 +845,6 @@ class AccountScheduler:
         if lock is None:
             lock = self._locks[account_id] = asyncio.Lock()
         return lock
-
-
-# What a send's outcome makes of the buyer message it answered.
-_ANSWERED = {
-    SendOutcome.CONFIRMED: "replied",
-    SendOutcome.NOT_SENT: "failed",
-    SendOutcome.UNCONFIRMED: "unconfirmed",
-}
-
-
-def _inbound(incoming: Incoming) -> Inbound | None:
-    """The log row of an admitted event, or None for events that are not recorded (typing, notices)."""
-    event, key = incoming.event, incoming.key
-    if key is None:
-        return None
-    if isinstance(event, ChatMessage):
-        return Inbound(
-            key,
-            event.chat_id,
-            event.created_ms,
-            event.text,
-            str(event.content_type),
-            event.sender_id,
-            event.sender_nick,
-            event.item_id,
-            status="expired" if incoming.expired else "received",
-        )
-    if isinstance(event, OrderEvent):
-        return Inbound(
-            key,
-            event.chat_id or "",
-            event.created_ms or now_ms(),
-            event.text,
-            "order",
-            event.buyer_id,
-            None,
-            event.item_id,
-            event={"order_id": event.order_id, "status": event.status.value},
-        )
-    return None
-
-
-def _order_event(row: Message) -> OrderEvent | None:
-    """The order event a recorded order row stands for (to replay it), None if the row cannot say."""
-    detail = row.event or {}
-    try:
-        status = OrderStatus(detail.get("status"))
-    except ValueError:
-        return None
-    order_id = detail.get("order_id")
-    if not isinstance(order_id, str) or not order_id:
-        return None
-    return OrderEvent(
-        order_id, status, row.chat_id or None, row.sender_id, row.item_id, row.text, row.message_id, row.created_ms
-    )
-
-
-def _content_type(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        return 1
 
 
 def _reply_rule(rule: StoredRule, fallback_id: str) -> ReplyRule:

@@ -7,6 +7,7 @@ PlatformError
 │   ├── SessionExpired        the login is gone: the account needs a new cookie
 │   └── RiskControl           captcha/slider required (`captcha_url`): back off long, tell the owner
 ├── NotRecorded             the owner could not durably record a push: it is not acknowledged (pushed again)
+├── AuthExpired             the login check says the cookie's login is gone (the session ends: auth_expired)
 └── ConnectionLost            an established or opening IM connection ended; `reason` says how
     ├── HandshakeRejected     the upgrade was refused with an HTTP status
     ├── RegistrationRejected  `/reg` was refused: the access token is no longer good
@@ -97,3 +98,24 @@ class RegistrationRejected(ConnectionLost):
 class HeartbeatTimeout(ConnectionLost):
     def __init__(self, silent_for: float) -> None:
         super().__init__(DisconnectReason.HEARTBEAT_TIMEOUT, f"no answer for {silent_for:.1f}s")
+
+
+class AuthExpired(PlatformError):
+    """The login check says the cookie's session is gone."""
+
+
+def reason_of(exc: BaseException | None) -> str:
+    """The reason name of a failed connect/serve attempt, by exception type."""
+    if isinstance(exc, ConnectionLost):
+        return exc.reason.value
+    if isinstance(exc, RiskControl):
+        return DisconnectReason.RISK_CONTROL.value
+    if isinstance(exc, SessionExpired):
+        return "session_expired"
+    if isinstance(exc, MtopFailure | TransportError):
+        return DisconnectReason.TOKEN_FAILED.value
+    if isinstance(exc, ConnectionRefusedError):
+        return DisconnectReason.REFUSED.value
+    if isinstance(exc, OSError):
+        return DisconnectReason.ABORTED.value
+    return type(exc).__name__ if exc is not None else "unknown"

@@ -1,9 +1,10 @@
-"""Process-wide limits shared by every session: concurrent message handling and human-verification slots."""
+"""Limits: process-wide ones shared by every session (message handling, verification slots) and the send rate."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -63,3 +64,25 @@ class ProcessLimits:
     def __post_init__(self) -> None:
         self.messages = asyncio.Semaphore(self.max_messages)
         self.verifications = SlotLimiter(self.verification_slots)
+
+
+class TokenBucket:
+    """Outbound rate limit: `rate` messages per second with bursts of `burst`."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._at = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def take(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+            self._at = now
+            if self._tokens < 1:
+                await asyncio.sleep((1 - self._tokens) / self._rate)
+                self._tokens = 1.0
+                self._at = time.monotonic()
+            self._tokens -= 1

@@ -4,6 +4,7 @@ Everything here takes data in and hands decisions out; the one I/O part is `AIRe
 `policy.py` for the order in which a buyer's message is judged.
 """
 
+from .admission import IMAGE_ECHO_TEXT, Admission, Incoming, event_key, message_key
 from .ai import AIAnswer, AIEmptyAnswer, AIReplier, AIReplyError, AIRequestFailed, AITimeout
 from .bargain import (
     SAFE_PLATFORM_TEXT,
@@ -26,19 +27,14 @@ from .policy import (
     AwaitDebounce,
     Change,
     ClearDebounce,
-    ConsumeEcho,
     CountBargainRound,
     Decision,
     MarkDefaultSent,
-    MarkSeen,
     OutgoingReply,
     PauseChat,
     Reason,
-    RecordSent,
     ReplyState,
     decide,
-    message_key,
-    record_sent,
     resolve_wait,
 )
 from .prompt import AIQuery, ChatFacts, Turn, build_messages, system_prompt
@@ -48,6 +44,7 @@ from .templates import VARIABLES, TemplateError, TemplateValues, render, validat
 from .try_it import TryResult, try_reply
 
 __all__ = [
+    "IMAGE_ECHO_TEXT",
     "SAFE_PLATFORM_TEXT",
     "SAFE_PRICE_REFUSAL",
     "VARIABLES",
@@ -60,24 +57,23 @@ __all__ = [
     "AISettings",
     "AITimeout",
     "Action",
+    "Admission",
     "AwaitDebounce",
     "Change",
     "ChatFacts",
     "ClearDebounce",
-    "ConsumeEcho",
     "CountBargainRound",
     "Decision",
     "GuardVerdict",
     "GuardedAnswer",
+    "Incoming",
     "MarkDefaultSent",
-    "MarkSeen",
     "MatchKind",
     "Offer",
     "OfferKind",
     "OutgoingReply",
     "PauseChat",
     "Reason",
-    "RecordSent",
     "ReplyKind",
     "ReplySettings",
     "ReplyState",
@@ -94,6 +90,7 @@ __all__ = [
     "build_messages",
     "check_offers",
     "decide",
+    "event_key",
     "find_off_platform",
     "find_offers",
     "guard_answer",
@@ -102,7 +99,6 @@ __all__ = [
     "message_key",
     "normalise",
     "parse_number",
-    "record_sent",
     "render",
     "resolve_wait",
     "system_prompt",

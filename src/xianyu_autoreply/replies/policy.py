@@ -1,29 +1,30 @@
-"""The reply policy: one pure function from an event to a decision with its reason.
+"""The reply policy: one pure function from an admitted event to a decision with its reason.
 
-`decide(event, state=..., settings=..., now_ms=..., rules=...)` checks, in this order (issue 5 §3):
+`decide(incoming, state=..., settings=..., now_ms=..., rules=...)` takes what admission (`admission.py`) let in,
+with its flags, and checks in this order (issue 5 §3):
 
 1. not a chat message (typing, unknown payload)              -> none, `not_a_message`
 2. order cards, system notices and the texts of PROTOCOL §12 -> none, `system_message`
-3. older than `message_expire_seconds` when it arrives       -> none, `expired` (recorded as seen)
-4. a message id already handled                              -> none, `duplicate`
-5. a seller message: the echo of what we sent                -> none, `own_echo` (does NOT pause)
+3. older than `message_expire_seconds` when it arrived       -> none, `expired` (admission's flag)
+4. a seller message: the echo of what we sent                -> none, `own_echo` (admission's flag; no pause)
    otherwise the seller typed it elsewhere                   -> none, `manual_takeover`, chat paused for
                                                                 `pause_minutes` (0 = never pause)
-6. a chat paused by a takeover                               -> none, `paused`
-7. `debounce_seconds` > 0                                    -> wait, `debounce_wait`: answer at `wait_until_ms`
+5. a chat paused by a takeover                               -> none, `paused`
+6. `debounce_seconds` > 0                                    -> wait, `debounce_wait`: answer at `wait_until_ms`
                                                                 through `resolve_wait`, only if no newer
                                                                 message arrived in the chat (`debounced`)
-8. the first matching rule                                   -> reply, `rule_matched`, source `rule:<id>`
-9. AI enabled                                                -> ask_ai with the query; `fallback` is what to
+7. the first matching rule                                   -> reply, `rule_matched`, source `rule:<id>`
+8. AI enabled                                                -> ask_ai with the query; `fallback` is what to
                                                                 send if the AI fails (`ai_failed`)
-10. the default reply                                        -> reply, `default_reply`, source `default`
+9. the default reply                                         -> reply, `default_reply`, source `default`
     (once per chat when so set: `default_once_per_chat_used`), or none, `no_match`
+
+Duplicates never reach `decide`: admission (or the store's unique key behind it) drops them first.
 
 State: the policy never changes anything. Every decision lists its `changes`; the caller applies them with
 `ReplyState.apply` right after deciding, with no `await` in between, so that two messages handled concurrently
-see each other (the second one is then a duplicate, or supersedes the first in a debounce). `ReplyState` is the
-one mutable object here and only `apply` mutates it. After sending, the caller applies `record_sent(...)` so the
-platform's echo of the reply is recognised (PROTOCOL §13.1) instead of pausing the chat.
+see each other (the second one supersedes the first in a debounce). `ReplyState` is the one mutable object here
+and only `apply` mutates it.
 """
 
 from __future__ import annotations
@@ -31,26 +32,15 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from ..protocol.events import (
-    BuyerMessage,
-    ChatMessage,
-    Event,
-    OrderEvent,
-    SellerMessage,
-    SystemNotice,
-)
+from ..protocol.events import BuyerMessage, ChatMessage, OrderEvent, SellerMessage, SystemNotice
 from ..protocol.notices import ORDER_STATUS_BY_TEXT, is_system_text
+from .admission import Incoming, message_key
 from .bargain import is_bargaining
-from .memory import SeenMessages, SentText, SentTexts
 from .prompt import AIQuery, ChatFacts
 from .rules import ReplyKind, RuleIndex
 from .settings import ReplySettings
 from .templates import TemplateError, TemplateValues, render
 
-# What the platform shows for an image we sent; an image echo is recognised by it or by the message id (inferred).
-IMAGE_ECHO_TEXT = "[图片]"
-# Slack on top of the expiry window while remembering message ids: clocks of the platform and ours differ.
-_SEEN_SLACK_MS = 600_000
 # How many chats remember their one default reply (per account); beyond it the oldest chat may get it again.
 DEFAULT_SENT_CHATS = 100_000
 
@@ -90,26 +80,11 @@ class Reason(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class MarkSeen:
-    """Remember a message as handled (de-duplication)."""
-
-    key: str
-
-
-@dataclass(frozen=True, slots=True)
 class PauseChat:
     """Stop auto-replies in a chat until `until_ms` (manual takeover)."""
 
     chat_id: str
     until_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumeEcho:
-    """The echo of a sent message arrived: forget that message."""
-
-    chat_id: str
-    sent: SentText
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,42 +118,18 @@ class CountBargainRound:
     chat_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class RecordSent:
-    """We sent this into a chat; its echo is expected (build it with `record_sent`)."""
-
-    chat_id: str
-    text: str
-    uuid: str | None
-
-
-Change = (
-    MarkSeen
-    | PauseChat
-    | ConsumeEcho
-    | AwaitDebounce
-    | ClearDebounce
-    | MarkDefaultSent
-    | CountBargainRound
-    | RecordSent
-)
+Change = PauseChat | AwaitDebounce | ClearDebounce | MarkDefaultSent | CountBargainRound
 
 
 class ReplyState:
     """What the policy remembers for one account. Mutable, but only through `apply`; `decide` only reads it.
 
-    The sizes bound memory for accounts that run for months; see `memory.py` for why forgetting old message ids
-    cannot let a message be answered twice.
+    The sizes bound memory for accounts that run for months.
     """
 
-    __slots__ = ("bargain_rounds", "debouncing", "default_sent", "paused_until", "seen", "sent")
+    __slots__ = ("bargain_rounds", "debouncing", "default_sent", "paused_until")
 
-    def __init__(self, *, settings: ReplySettings | None = None, seen_capacity: int = 50_000) -> None:
-        """`seen_capacity=0` when the caller already drops duplicates durably before `decide` (the engine's claim
-        in the database): the policy then keeps no message ids at all, instead of a second copy of that guard."""
-        expire_ms = int((settings or ReplySettings()).message_expire_seconds * 1000)
-        self.seen = SeenMessages(capacity=seen_capacity, ttl_ms=max(expire_ms, 0) + _SEEN_SLACK_MS)
-        self.sent = SentTexts()
+    def __init__(self) -> None:
         self.paused_until: dict[str, int] = {}
         # Chats that had their one default reply (`default_reply_once_per_chat`); a dict as an insertion-ordered
         # set, so that the oldest chats are forgotten first beyond `DEFAULT_SENT_CHATS`.
@@ -194,12 +145,8 @@ class ReplyState:
         """Carry out a decision's changes (and drop pauses and waits that are over)."""
         for change in changes:
             match change:
-                case MarkSeen(key):
-                    self.seen.remember(key, now_ms=now_ms)
                 case PauseChat(chat_id, until_ms):
                     self.paused_until[chat_id] = max(until_ms, self.paused_until.get(chat_id, 0))
-                case ConsumeEcho(chat_id, sent):
-                    self.sent.consume(chat_id, sent, now_ms=now_ms)
                 case AwaitDebounce(chat_id, key, until_ms):
                     self.debouncing[chat_id] = (key, until_ms)
                 case ClearDebounce(chat_id, key):
@@ -211,8 +158,6 @@ class ReplyState:
                         del self.default_sent[next(iter(self.default_sent))]
                 case CountBargainRound(chat_id):
                     self.bargain_rounds[chat_id] = self.bargain_rounds.get(chat_id, 0) + 1
-                case RecordSent(chat_id, text, uuid):
-                    self.sent.record(chat_id, text=text, uuid=uuid, now_ms=now_ms)
         self._prune(now_ms)
 
     def _prune(self, now_ms: int) -> None:
@@ -253,19 +198,8 @@ class Decision:
         return next((c.until_ms for c in self.changes if isinstance(c, PauseChat)), None)
 
 
-def message_key(message: ChatMessage) -> str:
-    """The de-duplication key: the platform message id, else chat id + create time + text (DESIGN §3)."""
-    return message.message_id or f"{message.chat_id}:{message.created_ms}:{message.text}"
-
-
-def record_sent(chat_id: str, reply: OutgoingReply, *, uuid: str | None = None) -> tuple[Change, ...]:
-    """The changes to apply once a reply was sent, so that its echo is not taken for a manual takeover."""
-    text = reply.text if reply.kind is ReplyKind.TEXT else IMAGE_ECHO_TEXT
-    return (RecordSent(chat_id, text, uuid),)
-
-
 def decide(
-    event: Event,
+    incoming: Incoming,
     *,
     state: ReplyState,
     settings: ReplySettings,
@@ -273,7 +207,8 @@ def decide(
     rules: RuleIndex,
     facts: ChatFacts | None = None,
 ) -> Decision:
-    """Decide what to do with one decoded event (see the module docstring for the order of the checks)."""
+    """Decide what to do with one admitted event (see the module docstring for the order of the checks)."""
+    event = incoming.event
     if isinstance(event, OrderEvent | SystemNotice):
         return Decision(Action.NONE, Reason.SYSTEM_MESSAGE)
     if not isinstance(event, ChatMessage):
@@ -281,31 +216,26 @@ def decide(
     stripped = event.text.strip()
     if is_system_text(stripped) or stripped in ORDER_STATUS_BY_TEXT:
         return Decision(Action.NONE, Reason.SYSTEM_MESSAGE)
-    key = message_key(event)
-    seen = (MarkSeen(key),)
-    if now_ms - event.created_ms > settings.message_expire_seconds * 1000:
-        return Decision(Action.NONE, Reason.EXPIRED, changes=seen)
-    if state.seen.contains(key, now_ms=now_ms):
-        return Decision(Action.NONE, Reason.DUPLICATE)
+    if incoming.expired:
+        return Decision(Action.NONE, Reason.EXPIRED)
     if isinstance(event, SellerMessage):
-        echo = state.sent.find_echo(event.chat_id, text=event.text, message_id=event.message_id, now_ms=now_ms)
-        if echo is not None:
-            return Decision(Action.NONE, Reason.OWN_ECHO, changes=(*seen, ConsumeEcho(event.chat_id, echo)))
+        if incoming.own_echo:
+            return Decision(Action.NONE, Reason.OWN_ECHO)
         pause: tuple[Change, ...] = ()
         if settings.pause_minutes > 0:
             pause = (PauseChat(event.chat_id, now_ms + int(settings.pause_minutes * 60_000)),)
-        return Decision(Action.NONE, Reason.MANUAL_TAKEOVER, changes=(*seen, *pause))
+        return Decision(Action.NONE, Reason.MANUAL_TAKEOVER, changes=pause)
     if state.is_paused(event.chat_id, now_ms=now_ms):
-        return Decision(Action.NONE, Reason.PAUSED, changes=seen)
+        return Decision(Action.NONE, Reason.PAUSED)
     if settings.debounce_seconds > 0:
         until = now_ms + int(settings.debounce_seconds * 1000)
         return Decision(
             Action.WAIT,
             Reason.DEBOUNCE_WAIT,
-            changes=(*seen, AwaitDebounce(event.chat_id, key, until)),
+            changes=(AwaitDebounce(event.chat_id, message_key(event), until),),
             wait_until_ms=until,
         )
-    return _answer(event, state=state, settings=settings, rules=rules, facts=facts, changes=seen)
+    return _answer(event, state=state, settings=settings, rules=rules, facts=facts, changes=())
 
 
 def resolve_wait(

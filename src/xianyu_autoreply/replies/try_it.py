@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..protocol.events import BuyerMessage, ContentType
+from .admission import Incoming
 from .policy import Action, ReplyState, decide
 from .prompt import AIQuery, ChatFacts
 from .rules import ReplyKind, RuleIndex
@@ -55,7 +56,12 @@ def try_reply(
     # No waiting in a preview: debounce off; the message is as fresh as can be.
     settings = replace(settings, debounce_seconds=0)
     decision = decide(
-        message, state=ReplyState(settings=settings), settings=settings, now_ms=_TRY_TIME_MS, rules=rules, facts=facts
+        Incoming(message, _TRY_TIME_MS),
+        state=ReplyState(),
+        settings=settings,
+        now_ms=_TRY_TIME_MS,
+        rules=rules,
+        facts=facts,
     )
     if decision.action is Action.ASK_AI:
         fallback = decision.fallback

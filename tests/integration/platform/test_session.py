@@ -10,18 +10,18 @@ from typing import Any
 import pytest
 
 from xianyu_autoreply.config import SessionSettings
+from xianyu_autoreply.engine.pipeline import AccountPipeline, Steps
 from xianyu_autoreply.platform.mtop_client import MtopClient
 from xianyu_autoreply.platform.session import (
     AccountSession,
     ConnectionState,
-    Incoming,
     ReconnectPolicy,
     Reply,
-    SessionHooks,
     SessionOutcome,
     StateChange,
 )
 from xianyu_autoreply.protocol import BuyerMessage, SellerMessage
+from xianyu_autoreply.replies.admission import Incoming
 from xianyu_autoreply.simulator import Simulator
 
 from ...polling import eventually
@@ -31,7 +31,7 @@ FAST_POLICY = ReconnectPolicy(base=0.05, cap=0.3, stable_after=1.0, login_check_
 
 
 class Harness:
-    """A session on one simulated seller, recording states and what it was asked to decide."""
+    """A session on one simulated seller, read by a pipeline without a store; records states and decisions."""
 
     def __init__(self, sim: Simulator, mtop: MtopClient, seller: dict[str, str]) -> None:
         self.sim = sim
@@ -41,6 +41,7 @@ class Harness:
         self.decided: list[Incoming] = []
         self.verifications: list[str | None] = []
         self.session: AccountSession | None = None
+        self.pipeline: AccountPipeline | None = None
         self.task: asyncio.Task[SessionOutcome] | None = None
 
     async def decide(self, incoming: Incoming) -> Reply | None:
@@ -61,30 +62,26 @@ class Harness:
         settings: SessionSettings = FAST,
         policy: ReconnectPolicy = FAST_POLICY,
     ) -> AccountSession:
-        hooks = SessionHooks(
-            decide=decide or self.decide,
-            on_state=self.states.append,
-            record=record,
-            on_verification=self.verification,
-        )
         self.session = AccountSession(
             account_id=self.seller["unb"],
             cookie=self.seller["cookie"],
             ws_url=self.sim.ws_url,
             mtop=self.mtop,
             settings=settings,
-            hooks=hooks,
             policy=policy,
+            on_state=self.states.append,
+            on_verification=self.verification,
         )
-        self.task = asyncio.create_task(self.session.run())
+        self.pipeline = AccountPipeline(self.session, Steps(decide=decide or self.decide, record=record))
+        self.task = asyncio.create_task(self.pipeline.run())
         return self.session
 
     async def connected(self, timeout: float = 10.0) -> None:
         await eventually(lambda: self.session is not None and self.session.connected, timeout=timeout)
 
     async def stop(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        if self.pipeline is not None:
+            await self.pipeline.close()
         if self.task is not None:
             await asyncio.wait_for(self.task, 15)
 
@@ -180,7 +177,7 @@ async def test_an_expired_message_is_recorded_but_not_answered(harness: Harness)
     await eventually(lambda: len(harness.sent()) == 1)
     await asyncio.sleep(0.3)
     assert [s["text"] for s in harness.sent()] == ["re: new question"]
-    assert harness.session is not None and harness.session.stats.expired == 1
+    assert harness.pipeline is not None and harness.pipeline.stats.expired == 1
 
 
 async def test_own_echo_is_flagged_and_a_message_typed_elsewhere_is_not(harness: Harness) -> None:

@@ -13,8 +13,8 @@ import pytest
 
 from xianyu_autoreply.platform.errors import NotRecorded
 from xianyu_autoreply.platform.mtop_client import MtopClient
-from xianyu_autoreply.platform.session import Incoming
 from xianyu_autoreply.protocol import BuyerMessage, encode_payload
+from xianyu_autoreply.replies.admission import Incoming
 from xianyu_autoreply.simulator import Simulator
 
 from ...polling import eventually
@@ -77,13 +77,13 @@ async def test_a_push_whose_record_is_refused_is_not_acknowledged_and_comes_agai
             raise NotRecorded("the lease of bucket 7 moved on")
         return [True] * len(admitted)
 
-    session = harness.start(record=record)
+    harness.start(record=record)
     await harness.connected()
     pushed = harness.sim.push_message(harness.seller["unb"], "价格多少")
     await eventually(lambda: len(calls) == 1)
     await asyncio.sleep(0.3)
     assert live(harness)["unacked"] == 1
-    assert harness.sent() == [] and session.stats.unrecorded == 1
+    assert harness.sent() == [] and harness.pipeline is not None and harness.pipeline.stats.unrecorded == 1
 
     harness.sim.set_fault("drop", seller=harness.seller["unb"])  # the connection dies; the session reconnects
     await eventually(lambda: len(calls) == 2, timeout=10)
@@ -98,23 +98,26 @@ async def test_a_push_recorded_before_is_acknowledged_and_not_handled_again(harn
     async def record(admitted: Sequence[Incoming]) -> list[bool]:
         return [False] * len(admitted)  # all seen before (e.g. recorded just before a crash, resumed by the engine)
 
-    session = harness.start(record=record)
+    harness.start(record=record)
     await harness.connected()
     harness.sim.push_message(harness.seller["unb"], "在吗")
     await eventually(lambda: live(harness)["acks"] == 1)
     await asyncio.sleep(0.3)
-    assert harness.sent() == [] and harness.decided == [] and session.stats.duplicates == 1
+    assert harness.sent() == [] and harness.decided == []
+    assert harness.pipeline is not None and harness.pipeline.stats.duplicates == 1
 
 
 async def test_a_poison_push_is_counted_and_acknowledged_so_it_never_loops(harness: Harness) -> None:
     async def record(admitted: Sequence[Incoming]) -> list[bool]:
         return [True] * len(admitted)
 
-    session = harness.start(record=record)
+    harness.start(record=record)
     await harness.connected()
     harness.sim.push_raw(harness.seller["unb"], ["%%% not base64 %%%", encode_payload({"1": "x"})])
     await eventually(lambda: live(harness)["acks"] == 1)
-    assert session.stats.malformed >= 1 and session.stats.unrecorded == 0
+    assert harness.pipeline is not None
+    assert harness.session is not None and harness.session.stats.malformed >= 1
+    assert harness.pipeline.stats.unrecorded == 0
 
 
 async def test_a_draining_session_handles_what_arrives_or_leaves_it_unacknowledged(harness: Harness) -> None:
@@ -129,11 +132,12 @@ async def test_a_draining_session_handles_what_arrives_or_leaves_it_unacknowledg
     async def record(admitted: Sequence[Incoming]) -> list[bool]:
         return [True] * len(admitted)
 
-    session = harness.start(decide=decide, record=record)
+    harness.start(decide=decide, record=record)
     await harness.connected()
     first = harness.sim.push_message(harness.seller["unb"], "first")
     await eventually(lambda: live(harness)["acks"] == 1)
-    closing = asyncio.create_task(session.close(timeout=10, drain=5))
+    assert harness.pipeline is not None
+    closing = asyncio.create_task(harness.pipeline.close(timeout=10, drain=5))
     await asyncio.sleep(0.2)
     second = harness.sim.push_message(harness.seller["unb"], "second")  # arrives while draining
     await asyncio.sleep(0.2)

@@ -1,4 +1,4 @@
-"""Closing a session while a buyer message is being handled: the answer still goes out, once, then 1001.
+"""Closing an account's pipeline while a buyer message is being answered: the answer still goes out, once, then 1001.
 
 The platform never pushes a message twice, so a handler cut off by `close()` would leave the buyer unanswered.
 """
@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import time
 
+from xianyu_autoreply.engine.pipeline import AccountPipeline, Steps
 from xianyu_autoreply.platform.mtop_client import MtopClient
-from xianyu_autoreply.platform.session import AccountSession, Incoming, Reply, SessionHooks, SessionOutcome
+from xianyu_autoreply.platform.session import AccountSession, Reply, SessionOutcome
 from xianyu_autoreply.protocol import BuyerMessage
+from xianyu_autoreply.replies.admission import Incoming
 from xianyu_autoreply.simulator import Simulator
 
 from .test_session import FAST, FAST_POLICY, eventually
@@ -32,7 +34,7 @@ class SlowDecide:
 
 async def _running(
     sim: Simulator, mtop: MtopClient, decide: SlowDecide
-) -> tuple[AccountSession, dict[str, str], asyncio.Task[SessionOutcome]]:
+) -> tuple[AccountPipeline, dict[str, str], asyncio.Task[SessionOutcome]]:
     seller = sim.create_seller()
     session = AccountSession(
         account_id=seller["unb"],
@@ -40,12 +42,12 @@ async def _running(
         ws_url=sim.ws_url,
         mtop=mtop,
         settings=FAST,
-        hooks=SessionHooks(decide=decide),
         policy=FAST_POLICY,
     )
-    task = asyncio.create_task(session.run())
+    pipeline = AccountPipeline(session, Steps(decide=decide))
+    task = asyncio.create_task(pipeline.run())
     await eventually(lambda: session.connected)
-    return session, seller, task
+    return pipeline, seller, task
 
 
 def _closed(sim: Simulator, seller: str) -> list[dict[str, object]]:
@@ -56,11 +58,12 @@ async def test_a_message_in_flight_when_close_is_called_is_answered_once_before_
     sim: Simulator, mtop: MtopClient
 ) -> None:
     decide = SlowDecide(1.0)
-    session, seller, task = await _running(sim, mtop, decide)
+    pipeline, seller, task = await _running(sim, mtop, decide)
+    session = pipeline.session
     pushed = sim.push_message(seller["unb"], "还有货吗")
     await asyncio.wait_for(decide.started.wait(), 5)
 
-    await session.close(timeout=5.0, drain=5.0)
+    await pipeline.close(timeout=5.0, drain=5.0)
     assert await task is SessionOutcome.CLOSED
 
     sent = sim.sent(seller=seller["unb"], chat_id=pushed["chat_id"])
@@ -75,12 +78,13 @@ async def test_a_message_in_flight_when_close_is_called_is_answered_once_before_
 
 async def test_the_drain_is_bounded_by_its_timeout(sim: Simulator, mtop: MtopClient) -> None:
     decide = SlowDecide(30.0)  # never done in time
-    session, seller, task = await _running(sim, mtop, decide)
+    pipeline, seller, task = await _running(sim, mtop, decide)
+    session = pipeline.session
     pushed = sim.push_message(seller["unb"], "在吗")
     await asyncio.wait_for(decide.started.wait(), 5)
 
     started = time.monotonic()
-    await session.close(timeout=5.0, drain=0.5)
+    await pipeline.close(timeout=5.0, drain=0.5)
     took = time.monotonic() - started
     assert await task is SessionOutcome.CLOSED
 

@@ -17,10 +17,12 @@ from pathlib import Path
 import pytest
 
 from xianyu_autoreply.config import SessionSettings
+from xianyu_autoreply.engine.pipeline import AccountPipeline, Steps
 from xianyu_autoreply.outbound import OutboundGuard, OutboundPolicy, OutboundRefused
 from xianyu_autoreply.platform.mtop_client import MtopClient
-from xianyu_autoreply.platform.session import AccountSession, Incoming, ReconnectPolicy, Reply, SessionHooks
+from xianyu_autoreply.platform.session import AccountSession, ReconnectPolicy, Reply
 from xianyu_autoreply.protocol import BuyerMessage
+from xianyu_autoreply.replies.admission import Incoming
 from xianyu_autoreply.simulator import Simulator
 
 FAST = SessionSettings(heartbeat_interval=0.5, heartbeat_timeout=1.5)
@@ -134,10 +136,10 @@ async def test_a_session_with_a_proxy_sends_websocket_and_mtop_traffic_through_i
         settings=FAST,
         policy=POLICY,
         proxy=proxy_url,
-        hooks=SessionHooks(decide=answer),
         outbound=LOOPBACK_ONLY,
     )
-    task = asyncio.create_task(session.run())
+    pipeline = AccountPipeline(session, Steps(decide=answer))
+    task = asyncio.create_task(pipeline.run())
     try:
         await _wait(lambda: session.connected)
         sim.push_message(seller=seller["unb"], text="through the proxy?")
@@ -171,12 +173,11 @@ async def test_a_session_whose_proxy_the_policy_refuses_never_connects_through_i
         settings=FAST,
         policy=POLICY,
         proxy=proxy_url,
-        hooks=SessionHooks(decide=answer),
         outbound=strict,
     )
     try:
         with pytest.raises(OutboundRefused, match="loopback address"):
-            await asyncio.wait_for(session.run(), 10)
+            await asyncio.wait_for(AccountPipeline(session, Steps(decide=answer)).run(), 10)
         with pytest.raises(OutboundRefused, match=r"proxy URL refused: 127\.0\.0\.1 is a loopback address"):
             await mtop.fetch_token(session.cookie_jar, device_id="d", proxy=proxy_url)
     finally:

@@ -2,9 +2,9 @@ import asyncio
 import itertools
 
 from xianyu_autoreply.engine.replier import AccountReplier, Decided
-from xianyu_autoreply.platform.session import Incoming
 from xianyu_autoreply.protocol import BuyerMessage, SellerMessage, now_ms
 from xianyu_autoreply.replies import ReplySettings, Rule, RuleIndex
+from xianyu_autoreply.replies.admission import Incoming
 
 _ids = itertools.count()
 

@@ -5,6 +5,7 @@ import pytest
 
 from xianyu_autoreply.protocol.events import OrderEvent, OrderStatus, SystemNotice, Typing, UnknownPayload
 from xianyu_autoreply.replies import policy
+from xianyu_autoreply.replies.admission import Admission, Incoming
 from xianyu_autoreply.replies.policy import (
     Action,
     Decision,
@@ -12,7 +13,6 @@ from xianyu_autoreply.replies.policy import (
     Reason,
     ReplyState,
     decide,
-    record_sent,
     resolve_wait,
 )
 from xianyu_autoreply.replies.prompt import ChatFacts
@@ -34,16 +34,23 @@ AI_SETTINGS = replace(SETTINGS, ai=AISettings(enabled=True, model="m", max_barga
 
 
 class Account:
-    """One account's reply state, driven the way a session drives it: decide, then apply at once."""
+    """One account driven the way its pipeline drives it: admit (dropping duplicates), decide, apply at once."""
 
-    def __init__(self, settings: ReplySettings = SETTINGS, rules: RuleIndex = RULES) -> None:
+    def __init__(
+        self, settings: ReplySettings = SETTINGS, rules: RuleIndex = RULES, *, remember_ids: bool = True
+    ) -> None:
         self.settings = settings
         self.rules = rules
-        self.state = ReplyState(settings=settings)
+        self.state = ReplyState()
+        expire_ms = int(settings.message_expire_seconds * 1000)
+        self.admission = Admission(expire_ms=expire_ms, remember_ids=remember_ids)
 
     def receive(self, event: object, *, at: int = NOW, facts: ChatFacts | None = None) -> Decision:
+        incoming = self.admission.admit(event, now_ms=at)  # type: ignore[arg-type]
+        if incoming is None:
+            return Decision(Action.NONE, Reason.DUPLICATE)  # the pipeline drops it before deciding
         decision = decide(
-            event,  # type: ignore[arg-type]
+            incoming,
             state=self.state,
             settings=self.settings,
             now_ms=at,
@@ -64,8 +71,8 @@ class Account:
         self.state.apply(decision.changes, now_ms=at)
         return decision
 
-    def sent(self, chat_id: str, text: str, *, at: int = NOW, uuid: str | None = None) -> None:
-        self.state.apply(record_sent(chat_id, OutgoingReply(text), uuid=uuid), now_ms=at)
+    def sent(self, chat_id: str, text: str | None, *, at: int = NOW, uuid: str = "u-1") -> None:
+        self.admission.sending(chat_id, text=text, uuid=uuid, now_ms=at)
 
 
 def replied(decision: Decision) -> str | None:
@@ -105,7 +112,7 @@ def test_expired_message_is_recorded_not_answered() -> None:
     old = buyer("价格", created_ms=NOW - 301_000)
     decision = account.receive(old)
     assert (decision.action, decision.reason) == (Action.NONE, Reason.EXPIRED)
-    assert account.state.seen.contains(old.message_id, now_ms=NOW)
+    assert account.admission.seen.contains(old.message_id, now_ms=NOW)
 
 
 def test_message_just_inside_the_expiry_window_is_answered() -> None:
@@ -155,7 +162,7 @@ def test_image_reply_echo_is_recognised() -> None:
     account = Account()
     decision = account.receive(buyer("有实拍吗"))
     assert decision.reply == OutgoingReply("https://img.example/p.jpg", ReplyKind.IMAGE)
-    account.state.apply(record_sent("c1", decision.reply), now_ms=NOW)
+    account.sent("c1", None)  # an image: its echo reads "[图片]"
     assert account.receive(seller("[图片]")).reason is Reason.OWN_ECHO
 
 
@@ -369,14 +376,13 @@ def test_default_once_per_chat_forgets_the_oldest_chats_beyond_the_bound(monkeyp
     assert account.receive(buyer("还在吗亲", chat_id="c1")).reason is Reason.DEFAULT_REPLY  # forgotten: the oldest
 
 
-def test_state_without_id_memory_leaves_duplicates_to_the_caller() -> None:
-    # The engine's durable claim drops duplicates before `decide`; its state keeps no ids (seen_capacity=0).
-    account = Account()
-    account.state = ReplyState(settings=SETTINGS, seen_capacity=0)
+def test_admission_without_id_memory_leaves_duplicates_to_the_durable_record() -> None:
+    # The engine's record (the store's unique key) drops duplicates before `decide`: admission keeps no ids.
+    account = Account(remember_ids=False)
     message = buyer("成色怎么样")
     assert account.receive(message).reason is Reason.DEFAULT_REPLY
     assert account.receive(message).reason is Reason.DEFAULT_REPLY
-    assert len(account.state.seen) == 0
+    assert len(account.admission.seen) == 0
     assert Account().receive(message).reason is Reason.DEFAULT_REPLY
 
 
@@ -399,15 +405,15 @@ def test_invalid_default_template_is_never_sent() -> None:
 
 
 def test_decide_changes_no_state_by_itself() -> None:
-    state = ReplyState(settings=SETTINGS)
-    message = buyer("在吗")
+    state = ReplyState()
+    message = Incoming(buyer("在吗"), NOW)
     for _ in range(2):
         decision = decide(message, state=state, settings=SETTINGS, now_ms=NOW, rules=RULES)
         assert decision.action is Action.REPLY
-    assert len(state.seen) == 0
+    assert (state.paused_until, state.default_sent, state.debouncing) == ({}, {}, {})
 
 
 def test_seen_ids_outlive_the_expiry_window() -> None:
     # Forgetting an id is safe only once a redelivery would be expired anyway.
-    state = ReplyState(settings=SETTINGS)
-    assert state.seen.ttl_ms > SETTINGS.message_expire_seconds * 1000
+    admission = Admission(expire_ms=int(SETTINGS.message_expire_seconds * 1000), remember_ids=True)
+    assert admission.seen.ttl_ms > SETTINGS.message_expire_seconds * 1000
