@@ -307,5 +307,6 @@ async def test_sigkill_at_random_points_of_the_push_path_loses_and_repeats_nothi
     given = Counter(m["text"] for m in sim.sent() if "-卡" in (m["text"] or ""))
     assert max(given.values(), default=1) == 1, "a card went to two orders"
     # Lost: 0. A message without a reply was flagged as interrupted (its reply was on the wire at the kill: it may
-    # have reached the buyer, so it is never sent twice) -- at most the sends in flight at that instant.
-    assert len(interrupted) <= 2, interrupted
+    # have reached the buyer, so it is never sent twice) -- at most the sends in flight at that instant, about one
+    # per account (a loaded machine makes each send last longer; the old bound of 2 failed on 3 accounts).
+    assert len(interrupted) <= len(sellers), interrupted
