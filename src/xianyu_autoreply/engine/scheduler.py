@@ -33,6 +33,7 @@ import structlog
 
 from ..config import Settings
 from ..outbound import OutboundGuard, OutboundPolicy
+from ..platform.ai import AIReplier
 from ..platform.errors import NotRecorded
 from ..platform.limits import ProcessLimits
 from ..platform.mtop_client import MtopClient
@@ -51,7 +52,6 @@ from ..platform.session import (
 )
 from ..protocol import BuyerMessage, ChatMessage, OrderEvent, OrderStatus, TextContent, now_ms, parse_cookie
 from ..replies import (
-    AIReplier,
     AIReplyError,
     AISettings,
     ChatFacts,
