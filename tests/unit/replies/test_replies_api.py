@@ -1,6 +1,3 @@
-import ast
-from pathlib import Path
-
 import xianyu_autoreply.replies as replies
 
 PUBLIC = {
@@ -74,15 +71,4 @@ def test_public_api_is_pinned() -> None:
     assert all(hasattr(replies, name) for name in PUBLIC)
 
 
-def test_no_module_does_io() -> None:
-    # DESIGN §1: replies is pure and imports only protocol; the AI's HTTP client is platform/ai.py.
-    package = Path(replies.__file__).parent
-    for module in package.glob("*.py"):
-        imported = set()
-        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                imported.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                imported.add("." * node.level + (node.module or ""))
-        assert not imported & {"openai", "httpx", "asyncio"}, module.name
-        assert all(not name.startswith("..") or name.startswith("..protocol") for name in imported), module.name
+# That replies/ is pure (imports only protocol, names no I/O library) is checked in tests/unit/test_layers.py.
