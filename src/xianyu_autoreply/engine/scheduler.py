@@ -36,7 +36,7 @@ from ..outbound import OutboundGuard, OutboundPolicy
 from ..platform.ai import AIReplier
 from ..platform.errors import NotRecorded
 from ..platform.limits import ProcessLimits
-from ..platform.mtop_client import MtopClient
+from ..platform.mtop_client import MtopApi, MtopClient
 from ..platform.session import (
     AccountSession,
     ConnectionState,
@@ -183,7 +183,7 @@ class AccountScheduler:
         *,
         store: Store,
         settings: Settings,
-        mtop: MtopClient | None = None,
+        mtop: MtopApi | None = None,
         bus: EventBus | None = None,
         limits: ProcessLimits | None = None,
         options: EngineOptions | None = None,
@@ -201,7 +201,7 @@ class AccountScheduler:
         # The policy for the URLs owners choose (webhooks, notifications, AI, proxies): outbound.py.
         self.outbound = OutboundGuard(OutboundPolicy.from_settings(settings.outbound))
         self._owns_mtop = mtop is None
-        self.mtop = mtop or MtopClient(
+        self.mtop: MtopApi = mtop or MtopClient(
             mtop_url=settings.platform.mtop_url, passport_url=settings.platform.passport_url, outbound=self.outbound
         )
         self._limits = limits
@@ -270,7 +270,7 @@ class AccountScheduler:
             await self.store.log_writer.flush()  # the decisions and replies still queued for the log
         await self.orders.aclose()
         await self.notifier.aclose()
-        if self._owns_mtop:
+        if self._owns_mtop and isinstance(self.mtop, MtopClient):
             await self.mtop.aclose()
         log.info("engine stopped")
 

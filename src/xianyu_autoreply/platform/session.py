@@ -77,7 +77,7 @@ from .errors import (
     TransportError,
 )
 from .limits import ProcessLimits, SlotTimeout
-from .mtop_client import MtopClient
+from .mtop_client import MtopApi
 
 log = structlog.get_logger("xianyu_autoreply.session")
 
@@ -294,7 +294,7 @@ class AccountSession:
         account_id: str,
         cookie: str,
         ws_url: str,
-        mtop: MtopClient,
+        mtop: MtopApi,
         settings: SessionSettings | None = None,
         hooks: SessionHooks | None = None,
         proxy: str | None = None,
