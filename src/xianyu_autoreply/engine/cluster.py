@@ -36,7 +36,7 @@ import structlog
 
 from .. import __version__
 from ..config import ClusterSettings, Settings
-from ..platform.mtop_client import MtopClient
+from ..platform.mtop_client import MtopApi
 from ..store import AccountSettings, Database, Rule, Store, StoreError
 from ..store.cluster import (
     COMMANDS_CHANNEL,
@@ -101,7 +101,7 @@ class Node:
         settings: Settings,
         options: NodeOptions | None = None,
         engine_options: EngineOptions | None = None,
-        mtop: MtopClient | None = None,
+        mtop: MtopApi | None = None,
         bus: EventBus | None = None,
     ) -> None:
         self.store = store

@@ -46,7 +46,7 @@ import structlog
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from ..outbound import OutboundGuard, OutboundRefused, Purpose, check_url
-from ..platform.mtop_client import MtopClient
+from ..platform.mtop_client import MtopApi
 from ..platform.session import AccountSession, Reply, SendOutcome, Sent
 from ..protocol import OrderEvent, OrderStatus
 from ..replies.templates import TemplateError, TemplateValues, render
@@ -188,7 +188,7 @@ class OrderDesk:
         self,
         *,
         store: Store,
-        mtop: MtopClient,
+        mtop: MtopApi,
         bus: EventBus,
         session_for: SessionFor,
         proxy_for: ProxyFor = lambda account_id: None,

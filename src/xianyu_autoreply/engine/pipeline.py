@@ -21,9 +21,9 @@ from typing import Any
 
 import structlog
 
+from ..platform.cookie_jar import CookieJar
 from ..platform.errors import NotRecorded
 from ..platform.limits import ProcessLimits
-from ..platform.cookie_jar import CookieJar
 from ..platform.session import AccountSession
 from ..platform.values import Push, Reply, Sent, SessionOutcome
 from ..protocol import BuyerMessage, ImageContent, new_uuid, now_ms

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import structlog
 
+from ..platform.ai import AIReplier
 from ..platform.values import Reply
 from ..protocol import BuyerMessage, now_ms
 from ..replies import (
     Action,
-    AIReplier,
     AIReplyError,
     ChatFacts,
     Decision,

@@ -32,13 +32,13 @@ import structlog
 
 from ..config import Settings
 from ..outbound import OutboundGuard, OutboundPolicy
+from ..platform.ai import AIReplier
 from ..platform.limits import ProcessLimits
-from ..platform.mtop_client import MtopClient
+from ..platform.mtop_client import MtopApi, MtopClient
 from ..platform.session import AccountSession
 from ..platform.values import ConnectionState, ReconnectPolicy, Reply, Sent, SessionOutcome, SessionStats, StateChange
 from ..protocol import BuyerMessage, now_ms, parse_cookie
 from ..replies import (
-    AIReplier,
     AIReplyError,
     AISettings,
     ChatFacts,
@@ -172,7 +172,7 @@ class AccountScheduler:
         *,
         store: Store,
         settings: Settings,
-        mtop: MtopClient | None = None,
+        mtop: MtopApi | None = None,
         bus: EventBus | None = None,
         limits: ProcessLimits | None = None,
         options: EngineOptions | None = None,
@@ -190,7 +190,7 @@ class AccountScheduler:
         # The policy for the URLs owners choose (webhooks, notifications, AI, proxies): outbound.py.
         self.outbound = OutboundGuard(OutboundPolicy.from_settings(settings.outbound))
         self._owns_mtop = mtop is None
-        self.mtop = mtop or MtopClient(
+        self.mtop: MtopApi = mtop or MtopClient(
             mtop_url=settings.platform.mtop_url, passport_url=settings.platform.passport_url, outbound=self.outbound
         )
         self._limits = limits
@@ -259,7 +259,7 @@ class AccountScheduler:
             await self.store.log_writer.flush()  # the decisions and replies still queued for the log
         await self.orders.aclose()
         await self.notifier.aclose()
-        if self._owns_mtop:
+        if self._owns_mtop and isinstance(self.mtop, MtopClient):
             await self.mtop.aclose()
         log.info("engine stopped")
 

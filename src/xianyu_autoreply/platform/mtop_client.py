@@ -53,11 +53,35 @@ class ItemDetail:
     description: str
 
 
+class MtopApi(Protocol):
+    """The platform calls the session and the engine make, as a seam: `MtopClient` over HTTP, or a fake in tests.
+
+    Every method raises the typed failures of `platform.errors` (`TransportError`, `TokenExpired`,
+    `SessionExpired`, `RiskControl`, `MtopFailure`), never an HTTP library's own exception.
+    """
+
+    async def fetch_token(self, jar: CookieJar, *, device_id: str, proxy: str | None = None) -> str:
+        """A new IM access token bound to `device_id`."""
+        ...
+
+    async def check_login(self, jar: CookieJar, *, proxy: str | None = None) -> bool:
+        """Whether the cookie's login session is alive (True) or gone (False)."""
+        ...
+
+    async def item_detail(self, jar: CookieJar, *, item_id: str, proxy: str | None = None) -> ItemDetail:
+        """Title, price and description of one item."""
+        ...
+
+    async def confirm_shipment(self, jar: CookieJar, *, order_id: str, proxy: str | None = None) -> None:
+        """Confirm shipment of a virtual good; raises unless the platform says success."""
+        ...
+
+
 _MAX_IN_FLIGHT = 200  # HTTP requests at once per MtopClient (all proxies together)
 
 
 class MtopClient:
-    """Sends MTOP and passport calls for any number of accounts; close it once with `aclose()`."""
+    """The `MtopApi` over HTTP, for any number of accounts; close it once with `aclose()`."""
 
     def __init__(
         self,

@@ -64,7 +64,7 @@ from .errors import (
     reason_of,
 )
 from .limits import ProcessLimits, SlotTimeout, TokenBucket
-from .mtop_client import MtopClient
+from .mtop_client import MtopApi
 from .values import (
     ConnectionState,
     Push,
@@ -93,7 +93,7 @@ class AccountSession:
         account_id: str,
         cookie: str,
         ws_url: str,
-        mtop: MtopClient,
+        mtop: MtopApi,
         settings: SessionSettings | None = None,
         proxy: str | None = None,
         limits: ProcessLimits | None = None,

@@ -1,11 +1,12 @@
 """Reply decisions, pure: keyword rules, templates, the reply policy, AI prompts and the bargaining guard.
 
-Everything here takes data in and hands decisions out; the one I/O part is `AIReplier` (`ai.py`). See
-`policy.py` for the order in which a buyer's message is judged.
+Everything here takes data in and hands decisions out, with no I/O: the AI is asked by `platform/ai.py`, which
+builds its prompt and judges its answer with the functions here. See `policy.py` for the order in which a buyer's
+message is judged.
 """
 
 from .admission import IMAGE_ECHO_TEXT, Admission, Incoming, event_key, message_key
-from .ai import AIAnswer, AIEmptyAnswer, AIReplier, AIReplyError, AIRequestFailed, AITimeout
+from .ai import AIAnswer, AIEmptyAnswer, AIReplyError, AIRequestFailed, AITimeout, accept_answer
 from .bargain import (
     SAFE_PLATFORM_TEXT,
     SAFE_PRICE_REFUSAL,
@@ -51,7 +52,6 @@ __all__ = [
     "AIAnswer",
     "AIEmptyAnswer",
     "AIQuery",
-    "AIReplier",
     "AIReplyError",
     "AIRequestFailed",
     "AISettings",
@@ -87,6 +87,7 @@ __all__ = [
     "TemplateValues",
     "TryResult",
     "Turn",
+    "accept_answer",
     "build_messages",
     "check_offers",
     "decide",

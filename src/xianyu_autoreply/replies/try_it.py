@@ -2,7 +2,7 @@
 
 It runs the real policy on a made-up buyer message in a fresh chat, so the answer is exactly what a new buyer
 would get from the rules and the default reply. Where the AI would be asked, the result says so (`source` "ai",
-`reason` "ask_ai") and carries the query; the caller may run it through `AIReplier` and show that answer.
+`reason` "ask_ai") and carries the query; the caller may run it through `platform.ai.AIReplier` and show that answer.
 """
 
 from __future__ import annotations

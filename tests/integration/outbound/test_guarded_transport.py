@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from xianyu_autoreply.outbound import OutboundGuard, OutboundPolicy, OutboundRefused, Purpose
-from xianyu_autoreply.replies.ai import AIReplier, AIRequestFailed
+from xianyu_autoreply.platform.ai import AIReplier, AIRequestFailed
 from xianyu_autoreply.replies.prompt import AIQuery, ChatFacts
 from xianyu_autoreply.replies.settings import AISettings
 

@@ -8,12 +8,13 @@ import httpx
 import pytest
 import respx
 
-from xianyu_autoreply.replies.ai import (
+from xianyu_autoreply.platform.ai import (
     AIEmptyAnswer,
     AIReplier,
     AIReplyError,
     AIRequestFailed,
     AITimeout,
+    OpenAIClient,
 )
 from xianyu_autoreply.replies.bargain import SAFE_PLATFORM_TEXT, SAFE_PRICE_REFUSAL
 from xianyu_autoreply.replies.prompt import AIQuery, ChatFacts, Turn
@@ -63,7 +64,8 @@ def api() -> Iterator[respx.MockRouter]:
 
 @pytest.fixture
 async def replier() -> AsyncIterator[AIReplier]:
-    async with AIReplier(SETTINGS, account_name="老张的店", timeout_s=2, max_retries=0) as ai:
+    # 5 s: the SDK's first request in a process detects the platform in a thread (~1.5 s, more on a busy box).
+    async with AIReplier(SETTINGS, account_name="老张的店", timeout_s=5, max_retries=0) as ai:
         yield ai
 
 
@@ -204,3 +206,20 @@ async def test_one_slow_chat_does_not_delay_another(api: respx.MockRouter) -> No
         assert fast.text == "re: fast"
         assert time.monotonic() - started < 0.5
         assert (await slow).text == "re: slow"
+
+
+async def test_one_client_follows_changed_settings(api: respx.MockRouter) -> None:
+    other = "http://other.test/v1"
+    first = api.post(COMPLETIONS).mock(return_value=completion("一"))
+    second = api.post(f"{other}/chat/completions").mock(return_value=completion("二"))
+    client = OpenAIClient(timeout_s=5, max_retries=0)
+    try:
+        messages = [{"role": "user", "content": "在吗"}]
+        assert await client.complete(messages, SETTINGS) == "一"
+        changed = AISettings(enabled=True, base_url=other, model="m2", api_key="sk-other")
+        assert await client.complete(messages, changed) == "二"
+    finally:
+        await client.aclose()
+    assert first.calls.last.request.headers["authorization"] == "Bearer sk-test"
+    assert second.calls.last.request.headers["authorization"] == "Bearer sk-other"
+    assert json.loads(second.calls.last.request.content)["model"] == "m2"
