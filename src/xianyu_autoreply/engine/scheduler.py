@@ -79,6 +79,7 @@ from ..store import (
 from ..store import Rule as StoredRule
 from ..store.accounts import ReplyConfig
 from ..store.cluster import Fence, FencedOut
+from .errors import NotConnected
 from .events import EventBus
 from .notify import Notifier, NotifyOptions
 from .orders import DeliveryOptions, OrderDesk
@@ -478,7 +479,7 @@ class AccountScheduler:
         rt = self._runtime(account_id)
         session = rt.session
         if session is None or not session.connected:
-            raise InvalidValue(f"account {account_id!r} is not connected")
+            raise NotConnected(account_id)
         if rt.replier is not None:
             rt.replier.pause_chat(chat_id)
         return await session.send(chat_id, to_user, Reply(text=text, source="manual"))
