@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from .crypto import SecretBox
 from .db import Database
 from .errors import Conflict, InvalidValue, NotFound
-from .models import AccountRow, BucketLeaseRow, CommandRow, NodeRow, UtcDateTime, utcnow
+from .models import AccountRow, Base, BucketLeaseRow, CommandRow, NodeRow, UtcDateTime, table_of, utcnow
 
 LEASES_CHANNEL = "xar_leases"  # NOTIFY payload: "released" or "joined"
 COMMANDS_CHANNEL = "xar_commands"  # NOTIFY payload: the command's bucket
@@ -351,7 +351,7 @@ class ClusterStore:
                         created_at=utcnow(),
                         attempts=0,
                     )
-                    .returning(CommandRow.__table__.c.id)
+                    .returning(table_of(CommandRow).c.id)
                 )
             ).scalar_one()
             await self._notify(s, COMMANDS_CHANNEL, str(bucket))
@@ -436,8 +436,8 @@ class ClusterStore:
             error=row.error,
         )
 
-    def _insert(self, model: type[Any]) -> Any:
-        table = model.__table__
+    def _insert(self, model: type[Base]) -> Any:
+        table = table_of(model)
         return postgresql.insert(table) if self._pg else sqlite.insert(table)
 
 
@@ -459,7 +459,7 @@ def check_fence_sync(conn: Connection, fence: Fence | None) -> None:
         raise FencedOut(fence)
 
 
-def fence_query(fence: Fence, *, pg: bool) -> Select[tuple[int]]:
+def fence_query(fence: Fence, *, pg: bool) -> Select[int]:
     """The lease row of `fence` if it still holds, locked `FOR SHARE` until the transaction ends (PostgreSQL)."""
     now: ColumnElement[datetime] = func.now() if pg else literal(utcnow(), UtcDateTime())
     return (
