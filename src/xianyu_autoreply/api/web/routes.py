@@ -623,9 +623,7 @@ async def users_page(request: Request, user: PageUser, ops: Ops) -> Response:
 
 
 @router.post("/users")
-async def create_user(
-    request: Request, user: Annotated[User, Depends(admin_action_user)], ops: Ops
-) -> Response:
+async def create_user(request: Request, user: Annotated[User, Depends(admin_action_user)], ops: Ops) -> Response:
     """Add a user (admins only); the password is hashed with argon2 by the API's helper."""
     form = await request.form()
     t = translator(request_lang(request))
@@ -656,4 +654,3 @@ async def delete_user(
     except (LastAdmin, Conflict) as exc:
         return await _users_fragment(request, ops, t("err.conflict", error=str(exc)), error=True)
     return await _users_fragment(request, ops, t("deleted"), error=False)
-
