@@ -225,7 +225,7 @@ class AccountStore(StoreBase):
         """Delete the account and everything that belongs to it (rules, settings, log, orders, stock)."""
         async with self.db.transaction() as s:
             result = await s.execute(delete(AccountRow).where(AccountRow.id == account_id))
-            if result.rowcount == 0:  # type: ignore[attr-defined]
+            if result.rowcount == 0:  # type: ignore[attr-defined]  # DML gives a CursorResult
                 raise AccountNotFound(account_id)
             self._audit(s, "account.delete", actor=actor, account_id=account_id)
 

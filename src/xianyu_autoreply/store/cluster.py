@@ -307,7 +307,7 @@ class ClusterStore:
                 .values(owner=None, expires_at=self._now())
             )
             await self._notify(s, LEASES_CHANNEL, "released")
-            return int(result.rowcount)  # type: ignore[attr-defined]
+            return int(result.rowcount)  # type: ignore[attr-defined]  # DML gives a CursorResult
 
     async def leave(self, node_id: str) -> int:
         """Release every bucket of the node and unregister it (SIGTERM), in one transaction; NOTIFY peers."""
@@ -317,14 +317,14 @@ class ClusterStore:
             )
             await s.execute(delete(NodeRow).where(NodeRow.node_id == node_id))
             await self._notify(s, LEASES_CHANNEL, "released")
-            return int(result.rowcount)  # type: ignore[attr-defined]
+            return int(result.rowcount)  # type: ignore[attr-defined]  # DML gives a CursorResult
 
     async def forget_nodes(self, *, silent_for: float) -> int:
         """Delete node rows whose heartbeat is older than `silent_for` seconds (housekeeping)."""
         async with self.db.transaction() as s:
             now = (await s.execute(select(self._now()))).scalar_one()
             result = await s.execute(delete(NodeRow).where(NodeRow.heartbeat_at < now - timedelta(seconds=silent_for)))
-            return int(result.rowcount)  # type: ignore[attr-defined]
+            return int(result.rowcount)  # type: ignore[attr-defined]  # DML gives a CursorResult
 
     async def account_ids_in(self, buckets: Collection[int], *, count: int) -> list[str]:
         """Ids of the accounts that hash into `buckets` (of `count` buckets)."""
@@ -400,7 +400,7 @@ class ClusterStore:
                 .where(CommandRow.id == command_id, CommandRow.done_at.is_(None))
                 .values(done_at=self._now(), handled_by=node_id, error=error)
             )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            return bool(result.rowcount)  # type: ignore[attr-defined]  # DML gives a CursorResult
 
     async def get_command(self, command_id: int) -> Command:
         """One command, with its outcome once done."""

@@ -56,7 +56,7 @@ class RawLog:
         self._engine = engine
         # The pool's `connect` event has already set this project's pragmas and autocommit mode (db.py).
         self._fairy = engine.raw_connection()
-        self._conn: sqlite3.Connection = self._fairy.driver_connection  # type: ignore[assignment]
+        self._conn: sqlite3.Connection = self._fairy.driver_connection  # type: ignore[assignment]  # sqlite3 here
         self._compiled: dict[tuple[int, tuple[str, ...]], _Compiled] = {}
 
     def close(self) -> None:

@@ -152,7 +152,7 @@ class MessageStore(StoreBase):
                 )
                 .values(status=status, reply_source=reply_source, reply_reason=reply_reason)
             )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            return bool(result.rowcount)  # type: ignore[attr-defined]  # DML gives a CursorResult
 
     async def record_outbound(
         self,
@@ -253,7 +253,7 @@ class MessageStore(StoreBase):
         """Delete log entries recorded before `older_than`; returns how many went (retention)."""
         async with self.db.transaction() as s:
             result = await s.execute(delete(MessageRow).where(MessageRow.recorded_at < older_than))
-            return int(result.rowcount)  # type: ignore[attr-defined]
+            return int(result.rowcount)  # type: ignore[attr-defined]  # DML gives a CursorResult
 
     # -- chat state ---------------------------------------------------------------------------------------------
 

@@ -186,7 +186,7 @@ class OrderStore(StoreBase):
         key = (DeliveryRow.account_id == account_id, DeliveryRow.order_id == order_id, DeliveryRow.unit == unit)
         async with self.db.transaction() as s:
             result = await s.execute(update(DeliveryRow).where(*key).values(**values))
-            if not result.rowcount:  # type: ignore[attr-defined]
+            if not result.rowcount:  # type: ignore[attr-defined]  # DML gives a CursorResult
                 raise NotFound(f"no delivery claimed for unit {unit} of order {order_id!r} of account {account_id!r}")
             row = (await s.scalars(select(DeliveryRow).where(*key).execution_options(populate_existing=True))).one()
             return _delivery(row)
@@ -225,7 +225,7 @@ class OrderStore(StoreBase):
                 .where(*key, DeliveryRow.state == expected, DeliveryRow.attempts == from_attempts)
                 .values(**values)
             )
-            if not result.rowcount:  # type: ignore[attr-defined]
+            if not result.rowcount:  # type: ignore[attr-defined]  # DML gives a CursorResult
                 return None
             row = (await s.scalars(select(DeliveryRow).where(*key).execution_options(populate_existing=True))).one()
             return _delivery(row)

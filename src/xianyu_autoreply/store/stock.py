@@ -219,7 +219,7 @@ class StockStore(StoreBase):
                 .where(StockLineRow.id == line_id, StockLineRow.state.in_([state.value for state in allowed]))
                 .values(**values)
             )
-            if result.rowcount:  # type: ignore[attr-defined]
+            if result.rowcount:  # type: ignore[attr-defined]  # DML gives a CursorResult
                 return
             state = (await s.execute(select(StockLineRow.state).where(StockLineRow.id == line_id))).scalar()
             if state is None:

@@ -208,7 +208,7 @@ class UserStore(StoreBase):
                 .where(UserRow.username == username)
                 .values(failed_logins=0, locked_until=None, last_login_at=now)
             )
-            if not result.rowcount:  # type: ignore[attr-defined]
+            if not result.rowcount:  # type: ignore[attr-defined]  # DML gives a CursorResult
                 raise UserNotFound(username)
             self._audit(s, "user.login", actor=username, detail=_login_detail(username, client))
             return await _load_user(s, username)
