@@ -1,23 +1,28 @@
 """Every error the API answers with is JSON `{"code": stable_code, "message": human}` (422s also name the field).
 
-    ApiError                        raised by routes and auth; carries status, code, message (and field)
-    store / protocol errors         mapped once here, so a route never builds an error answer by hand:
-        AccountNotFound, NotFound   404 account_not_found / not_found
-        LastAdmin                   409 last_admin
-        VersionConflict, Conflict   409 version_conflict / conflict
-        InvalidCookie               422 invalid_cookie (field: cookie)
-        RuleError, TemplateError    422 invalid_rule / invalid_template
-        InvalidValue, ValueError    422 invalid_value
-    ApiError(422, url_not_allowed)  an owner's URL the outbound policy refuses (field: the URL's field)
-        DatabaseError               503 database_unavailable
-    anything else                   500 internal_error (logged with its type, never echoed)
+`ApiError` (raised by routes and auth) carries its status, code, message and field. Every other domain error is
+mapped by its type in `ERRORS`, one table, the most specific type winning (the exception's MRO is walked), so a
+route never builds an error answer by hand:
 
+    AccountNotFound, UserNotFound, NotFound     404 account_not_found / user_not_found / not_found
+    LastAdmin, VersionConflict, Conflict        409 last_admin / version_conflict / conflict
+    NotConnected (engine)                       409 account_not_connected
+    InvalidCookie                               422 invalid_cookie (field: cookie)
+    RuleError, TemplateError (replies)          422 invalid_rule / invalid_template
+    InputError (any other: protocol, store)     422 invalid_value
+    NoEngine (engine)                           503 engine_disabled
+    DatabaseError                               503 database_unavailable (logged with the driver's error type)
+    SecretError                                 500 secret_unreadable
+    anything else                               500 internal_error (logged with its type, never echoed)
+
+An owner's URL the outbound policy refuses is `ApiError(422, url_not_allowed)` naming the URL's field.
 Codes are part of the API contract: scripts branch on them, people read the message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -26,13 +31,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..protocol import InvalidCookie, ProtocolError
+from ..engine.errors import NoEngine, NotConnected
+from ..protocol import InputError, InvalidCookie
 from ..replies import RuleError, TemplateError
 from ..store import (
     AccountNotFound,
     Conflict,
     DatabaseError,
-    InvalidValue,
     LastAdmin,
     NotFound,
     SecretError,
@@ -68,6 +73,7 @@ class ApiError(Exception):
         *,
         field: str | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -75,6 +81,7 @@ class ApiError(Exception):
         self.message = message
         self.field = field
         self.headers = headers
+        self.extra = extra or {}
 
 
 def not_found(what: str = "account") -> ApiError:
@@ -106,33 +113,83 @@ def _template_field(path: str) -> str:
     return "template"
 
 
-# Store and protocol errors that answer with a fixed code and status; the message is fixed where the exception's
-# own text could reveal something (a missing account must look like someone else's), else the exception's text.
-_PLAIN: dict[type[Exception], tuple[str, int, str | None]] = {
-    AccountNotFound: ("account_not_found", 404, "no such account"),
-    UserNotFound: ("user_not_found", 404, "no such user"),
-    NotFound: ("not_found", 404, None),
-    LastAdmin: ("last_admin", 409, None),
-    VersionConflict: ("version_conflict", 409, None),
-    Conflict: ("conflict", 409, None),
-    ProtocolError: ("invalid_value", 422, None),
-    InvalidValue: ("invalid_value", 422, None),
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """How one exception type answers. `message`: fixed where the exception's own text could reveal something (a
+    missing account must look like someone else's), else the exception's text. `field`: the 422's field, fixed
+    or from the request path. `extra`: more body keys from the exception. `logged`: the event an operator sees
+    (with the type of the error's cause, never its text)."""
+
+    status: int
+    code: str
+    message: str | None = None
+    field: str | Callable[[str], str] | None = None
+    extra: Callable[[Any], dict[str, Any]] | None = None
+    logged: str | None = None
+
+
+ERRORS: dict[type[Exception], Answer] = {
+    AccountNotFound: Answer(404, "account_not_found", "no such account"),
+    UserNotFound: Answer(404, "user_not_found", "no such user"),
+    NotFound: Answer(404, "not_found"),
+    LastAdmin: Answer(409, "last_admin"),
+    VersionConflict: Answer(409, "version_conflict"),
+    Conflict: Answer(409, "conflict"),
+    NotConnected: Answer(409, "account_not_connected", "the account is not connected; start it or wait"),
+    # The protocol's messages describe the problem, never the cookie's value.
+    InvalidCookie: Answer(422, "invalid_cookie", field="cookie"),
+    RuleError: Answer(422, "invalid_rule", field="rules", extra=lambda exc: {"rule_id": exc.rule_id}),
+    TemplateError: Answer(422, "invalid_template", field=_template_field),
+    InputError: Answer(422, "invalid_value"),
+    NoEngine: Answer(503, "engine_disabled"),
+    DatabaseError: Answer(
+        503, "database_unavailable", "the database is not reachable; try again", logged="database error"
+    ),
+    SecretError: Answer(500, "secret_unreadable"),
 }
 
 
-def _plain(code: str, status: int, fixed: str | None) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
-    async def handler(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(error_body(code, fixed if fixed is not None else str(exc)), status)
+def answer_for(exc: BaseException) -> Answer | None:
+    """The table's row for the most specific of the exception's types (None: not a domain error)."""
+    for kind in type(exc).__mro__:
+        answer = ERRORS.get(kind)
+        if answer is not None:
+            return answer
+    return None
 
-    return handler
+
+def as_api_error(exc: Exception, *, path: str = "") -> ApiError | None:
+    """The answer to `exc` as an `ApiError` (None for an unexpected error); `path` picks a template's field."""
+    if isinstance(exc, ApiError):
+        return exc
+    answer = answer_for(exc)
+    if answer is None:
+        return None
+    field = answer.field(path) if callable(answer.field) else answer.field
+    message = answer.message if answer.message is not None else str(exc)
+    extra = answer.extra(exc) if answer.extra is not None else None
+    return ApiError(answer.status, answer.code, message, field=field, extra=extra)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Make every error, the framework's 404/405/422 included, answer in the one JSON shape."""
 
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message, field=exc.field), exc.status, headers=exc.headers)
+    async def _answer(request: Request, exc: Exception) -> JSONResponse:
+        error = as_api_error(exc, path=request.url.path)
+        if error is None:
+            log.error("unhandled error", path=request.url.path, error=type(exc).__name__)
+            return JSONResponse(error_body("internal_error", "an unexpected error occurred"), 500)
+        answer = answer_for(exc)
+        if answer is not None and answer.logged:
+            log.error(answer.logged, path=request.url.path, error=type(exc.__cause__ or exc).__name__)
+        body = error_body(error.code, error.message, field=error.field, **error.extra)
+        return JSONResponse(body, error.status, headers=error.headers)
+
+    # One handler for the whole table (Starlette picks a registered type by the exception's MRO; `_answer` then
+    # finds the same row). `Exception` is the fallback Starlette gives to its server-error middleware.
+    kinds: list[type[Exception]] = [ApiError, *ERRORS, Exception]
+    for kind in kinds:
+        app.add_exception_handler(kind, _answer)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -152,33 +209,3 @@ def install_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {"field": "body", "message": "invalid input"}
         message = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid input"
         return JSONResponse(error_body("invalid_input", message, field=first["field"], errors=errors), 422)
-
-    for kind, (code, status, fixed) in _PLAIN.items():
-        app.add_exception_handler(kind, _plain(code, status, fixed))
-
-    @app.exception_handler(InvalidCookie)
-    async def _bad_cookie(request: Request, exc: InvalidCookie) -> JSONResponse:
-        # The protocol's messages describe the problem, never the cookie's value.
-        return JSONResponse(error_body("invalid_cookie", str(exc), field="cookie"), 422)
-
-    @app.exception_handler(RuleError)
-    async def _bad_rule(request: Request, exc: RuleError) -> JSONResponse:
-        return JSONResponse(error_body("invalid_rule", str(exc), field="rules", rule_id=exc.rule_id), 422)
-
-    @app.exception_handler(TemplateError)
-    async def _bad_template(request: Request, exc: TemplateError) -> JSONResponse:
-        return JSONResponse(error_body("invalid_template", str(exc), field=_template_field(request.url.path)), 422)
-
-    @app.exception_handler(DatabaseError)
-    async def _database(request: Request, exc: DatabaseError) -> JSONResponse:
-        log.error("database error", path=request.url.path, error=type(exc.__cause__ or exc).__name__)
-        return JSONResponse(error_body("database_unavailable", "the database is not reachable; try again"), 503)
-
-    @app.exception_handler(SecretError)
-    async def _secret(request: Request, exc: SecretError) -> JSONResponse:
-        return JSONResponse(error_body("secret_unreadable", str(exc)), 500)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error", path=request.url.path, error=type(exc).__name__)
-        return JSONResponse(error_body("internal_error", "an unexpected error occurred"), 500)

@@ -1,9 +1,7 @@
-"""The API's one way to change accounts: through the engine when this process runs one, else the store.
+"""The API's one way to change accounts: ownership and URL checks here, then the app's `AccountControl`.
 
-With an engine every write goes through `AccountScheduler` (account lock, database first, then memory and the
-running session), so memory and database never disagree. Under `serve --no-engine` the same calls write the
-database only; the engine that owns the account (a `worker`) applies them when it reloads.
-An account created behind the engine's back (the `accounts` CLI) is loaded into it before the first write.
+Which control runs the write (the engine in this process, or the store plus a `reload` command to the worker that
+owns the account under `serve --no-engine`) is picked once at start-up: see control.py.
 Every URL an owner chooses (proxy, AI base URL, webhook rule, notification URL) passes the outbound policy
 (outbound.py) before anything is written: a refusal is a 422 naming the field and the reason, and changes nothing.
 """
@@ -11,13 +9,11 @@ Every URL an owner chooses (proxy, AI base URL, webhook rule, notification URL) 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 from fastapi import Request
 
-from ..engine.cluster import owner_of_account, send_command, wait_command
 from ..engine.scheduler import AccountScheduler
 from ..outbound import OutboundGuard, OutboundRefused, Purpose
 from ..platform.session import Sent
@@ -31,28 +27,16 @@ from ..store import (
     DeliveryKind,
     DeliveryRule,
     DeliveryRuleSpec,
-    Direction,
     Role,
     Rule,
     Store,
     User,
 )
+from .control import AccountControl, control_for
 from .errors import ApiError, not_found
 from .schemas import AccountState
 
-T = TypeVar("T")
-COMMAND_WAIT = 10.0  # seconds an API node waits for the owning worker to apply a change
 log = structlog.get_logger("xianyu_autoreply.api")
-
-UNKNOWN_STATE = AccountState(
-    lifecycle="unknown",
-    connection="unknown",
-    since=None,
-    last_error=None,
-    reconnects=0,
-    messages_in=0,
-    replies_out=0,
-)
 
 
 def may_see(user: User, account: Account) -> bool:
@@ -63,11 +47,20 @@ def may_see(user: User, account: Account) -> bool:
 class AccountOperations:
     """Reads with ownership checks, and writes that keep engine and database in step."""
 
-    def __init__(self, store: Store, engine: AccountScheduler | None, *, outbound: OutboundGuard | None = None) -> None:
-        """`outbound`: the administrator's policy for owners' URLs (public addresses only when not given)."""
+    def __init__(
+        self,
+        store: Store,
+        engine: AccountScheduler | None,
+        *,
+        outbound: OutboundGuard | None = None,
+        control: AccountControl | None = None,
+    ) -> None:
+        """`outbound`: the administrator's policy for owners' URLs (public addresses only when not given);
+        `control`: how writes reach the account (by default the one `control_for` picks for `engine`)."""
         self.store = store
-        self.engine = engine
+        self.engine = engine  # the live state the web admin shows; writes go through `control` only
         self.outbound = outbound or OutboundGuard()
+        self.control = control if control is not None else control_for(store, engine)
 
     # --- the outbound policy at save time ---------------------------------------------------------------------
 
@@ -119,30 +112,14 @@ class AccountOperations:
         return await self.store.list_accounts(owner=owner)
 
     def state(self, account_id: str) -> AccountState:
-        """Live state from the engine (`stopped` for an account it has not loaded; `unknown` without engine)."""
-        if self.engine is None:
-            return UNKNOWN_STATE
-        try:
-            s = self.engine.state(account_id)
-        except AccountNotFound:
-            return UNKNOWN_STATE.model_copy(update={"lifecycle": "stopped", "connection": "disconnected"})
-        return AccountState(
-            lifecycle=s.lifecycle.value,
-            connection=s.connection,
-            since=datetime.fromtimestamp(s.since_ms / 1000, UTC),
-            last_error=s.last_error,
-            reconnects=s.reconnects,
-            messages_in=s.messages_in,
-            replies_out=s.replies_out,
-        )
+        """Live state (`stopped` for an account the engine has not loaded; `unknown` without engine)."""
+        return self.control.state(account_id)
 
-    # --- writing ----------------------------------------------------------------------------------------------
+    async def node_of(self, account_id: str) -> str | None:
+        """The worker that runs the account when this process does not (None otherwise, or nobody)."""
+        return await self.control.node_of(account_id)
 
-    async def _loaded(self, account_id: str) -> AccountScheduler | None:
-        engine = self.engine
-        if engine is not None and account_id not in engine.account_ids():
-            await engine.reload(account_id)
-        return engine
+    # --- writing: checks, then the control ----------------------------------------------------------------------
 
     async def add(
         self,
@@ -158,128 +135,51 @@ class AccountOperations:
         parse_cookie(cookie)
         if proxy:
             await self.check_url(proxy, purpose=Purpose.PROXY, field="proxy")
-        if self.engine is not None:
-            return await self.engine.add(
-                account_id, cookie, owner=owner, enabled=enabled, remark=remark, proxy=proxy, actor=actor
-            )
-        account = await self.store.create_account(
+        return await self.control.add(
             account_id, cookie, owner=owner, enabled=enabled, remark=remark, proxy=proxy, actor=actor
         )
-        await self._tell_worker(account_id)
-        return account
 
     async def remove(self, account_id: str, *, actor: str) -> None:
-        engine = await self._loaded(account_id)
-        if engine is not None:
-            await engine.remove(account_id, actor=actor)
-        else:
-            await self.store.delete_account(account_id, actor=actor)
-            await self._tell_worker(account_id)
+        await self.control.remove(account_id, actor=actor)
 
     async def update_cookie(self, account_id: str, cookie: str, *, actor: str) -> Account:
-        engine = await self._loaded(account_id)
-        if engine is not None:
-            account = await engine.update_cookie(account_id, cookie, actor=actor)
-            return account if account is not None else await self.store.get_account(account_id)
-        parse_cookie(cookie)
-        return await self._told(account_id, await self.store.update_cookie(account_id, cookie, actor=actor))
+        return await self.control.update_cookie(account_id, cookie, actor=actor)
 
     async def set_enabled(self, account_id: str, enabled: bool, *, actor: str) -> Account:
-        engine = await self._loaded(account_id)
-        if engine is not None:
-            return await engine.set_enabled(account_id, enabled, actor=actor)
-        return await self._told(account_id, await self.store.set_enabled(account_id, enabled, actor=actor))
+        return await self.control.set_enabled(account_id, enabled, actor=actor)
 
     async def update(
-        self, account_id: str, *, actor: str, proxy: Any = None, change_proxy: bool = False, **fields: Any
+        self, account_id: str, *, actor: str, proxy: str | None = None, change_proxy: bool = False, **fields: Any
     ) -> Account:
         """PATCH: remark / pause_minutes / auto_confirm / owner, and the proxy (which reconnects the account)."""
         if change_proxy and proxy:
             await self.check_url(proxy, purpose=Purpose.PROXY, field="proxy")  # before the first of the writes
-        engine = await self._loaded(account_id)
-        account: Account | None = None
-        if fields:
-            if engine is not None:
-                account = await engine.update_account(account_id, actor=actor, **fields)
-            else:
-                account = await self.store.update_account(account_id, actor=actor, **fields)
-        if change_proxy:
-            if engine is not None:
-                account = await engine.update_proxy(account_id, proxy, actor=actor)
-            else:
-                account = await self.store.update_account(account_id, proxy=proxy, actor=actor)
-        if engine is None:
-            await self._tell_worker(account_id)
-        return account if account is not None else await self.store.get_account(account_id)
+        return await self.control.update(account_id, fields, proxy=proxy, change_proxy=change_proxy, actor=actor)
 
     async def set_rules(self, account_id: str, rules: Sequence[Rule], *, actor: str) -> list[Rule]:
-        engine = await self._loaded(account_id)
-        if engine is not None:
-            return await engine.set_rules(account_id, rules, actor=actor)
-        return await self._told(account_id, await self.store.replace_rules(account_id, rules, actor=actor))
+        return await self.control.set_rules(account_id, rules, actor=actor)
 
     async def set_settings(
         self, account_id: str, settings: AccountSettings, *, ai: AiSettingsUpdate | None, actor: str
     ) -> AccountSettings:
         if ai is not None and ai.base_url:
             await self.check_url(ai.base_url, purpose=Purpose.AI, field="ai.base_url")
-        engine = await self._loaded(account_id)
-        if engine is not None:
-            return await engine.set_settings(account_id, settings, ai=ai, actor=actor)
-        return await self._told(account_id, await self.store.put_settings(account_id, settings, ai=ai, actor=actor))
+        return await self.control.set_settings(account_id, settings, ai=ai, actor=actor)
 
     async def set_delivery_rules(
         self, account_id: str, rules: Sequence[DeliveryRuleSpec], *, actor: str
     ) -> list[DeliveryRule]:
         await self._check_delivery_rules(account_id, rules)
-        engine = await self._loaded(account_id)
-        if engine is not None:
-            return await engine.set_delivery_rules(account_id, rules, actor=actor)
-        return await self.store.replace_delivery_rules(account_id, rules, actor=actor)
-
-    async def _tell_worker(self, account_id: str) -> None:
-        """Without an engine here (scale-out API node), the write is committed; the worker owning the account's
-        bucket re-reads it through a `reload` command, awaited briefly so the answer means "applied". Nobody
-        owning it, or a slow owner: the command waits in the table and the next owner loads the account anyway."""
-        if await owner_of_account(self.store, account_id) is None:
-            return
-        command_id = await send_command(self.store, account_id, "reload", {})
-        try:
-            await wait_command(self.store, command_id, timeout=COMMAND_WAIT)
-        except TimeoutError:
-            log.warning("worker has not applied the change yet", account_id=account_id, command_id=command_id)
-
-    async def _told(self, account_id: str, result: T) -> T:
-        await self._tell_worker(account_id)
-        return result
+        return await self.control.set_delivery_rules(account_id, rules, actor=actor)
 
     # --- the live session -------------------------------------------------------------------------------------
 
-    def _engine(self) -> AccountScheduler:
-        if self.engine is None:
-            raise ApiError(503, "engine_disabled", "this server runs without the engine (serve --no-engine)")
-        return self.engine
-
     async def try_reply(self, account_id: str, text: str, *, item_id: str | None) -> TryResult:
-        engine = self._engine()
-        await self._loaded(account_id)
-        return await engine.try_reply(account_id, text, item_id=item_id)
+        return await self.control.try_reply(account_id, text, item_id=item_id)
 
     async def send_manual(self, account_id: str, chat_id: str, text: str, *, to_user: str | None) -> Sent:
         """Send the seller's own reply now; the buyer is found from the chat's log when not given."""
-        engine = self._engine()
-        session = engine.session(account_id)
-        if session is None or not session.connected:
-            raise ApiError(409, "account_not_connected", "the account is not connected; start it or wait")
-        if to_user is None:
-            to_user = await self._buyer_of(account_id, chat_id, seller=session.seller_id)
-        return await engine.send_manual(account_id, chat_id, to_user, text)
-
-    async def _buyer_of(self, account_id: str, chat_id: str, *, seller: str | None) -> str:
-        for message in reversed(await self.store.list_messages(account_id, chat_id=chat_id, limit=50)):
-            if message.direction is Direction.IN and message.sender_id and message.sender_id != seller:
-                return message.sender_id
-        raise ApiError(404, "chat_not_found", "no buyer message in this chat yet; give to_user", field="to_user")
+        return await self.control.send_manual(account_id, chat_id, text, to_user=to_user)
 
 
 def operations(request: Request) -> AccountOperations:

@@ -177,10 +177,10 @@ class RuleIO(Strict):
         return cls(
             keyword=rule.keyword,
             reply=rule.reply,
-            match=str(rule.match),  # type: ignore[arg-type]
+            match=str(rule.match),
             item_id=rule.item_id,
             priority=rule.priority,
-            kind=str(rule.kind),  # type: ignore[arg-type]
+            kind=str(rule.kind),
             id=rule.id,
         )
 

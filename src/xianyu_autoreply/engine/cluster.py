@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import enum
 import os
 import secrets
 import socket
@@ -37,7 +38,7 @@ import structlog
 from .. import __version__
 from ..config import ClusterSettings, Settings
 from ..platform.mtop_client import MtopApi
-from ..store import AccountSettings, Database, Rule, Store, StoreError
+from ..store import Database, Store, StoreError
 from ..store.cluster import (
     COMMANDS_CHANNEL,
     LEASES_CHANNEL,
@@ -51,10 +52,19 @@ from .scheduler import AccountScheduler, EngineOptions
 
 log = structlog.get_logger("xianyu_autoreply.cluster")
 
-COMMAND_KINDS = frozenset(
-    {"add", "remove", "update_cookie", "set_enabled", "update_proxy", "update_account", "set_rules", "set_settings",
-     "reload"}
-)  # fmt: skip
+
+class CommandKind(enum.StrEnum):
+    """What an API node asks the account's owner to do (stored as its value in `commands.kind`).
+
+    Production sends only RELOAD (api/control.py, after writing the database itself). ADD, UPDATE_COOKIE and
+    SET_ENABLED run the write itself through the owner's scheduler (its rules: cookie checked before any write,
+    session started or stopped); only the cluster tests send them today. Kinds nothing sent were dropped.
+    """
+
+    ADD = "add"
+    UPDATE_COOKIE = "update_cookie"
+    SET_ENABLED = "set_enabled"
+    RELOAD = "reload"
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,8 +443,12 @@ class Node:
         s, p, account_id = self.scheduler, command.payload, command.account_id
         actor = str(p.get("actor", "api"))
         try:
-            match command.kind:
-                case "add":
+            kind = CommandKind(command.kind)
+        except ValueError:
+            return f"unknown command kind {command.kind!r}"
+        try:
+            match kind:
+                case CommandKind.ADD:
                     await s.add(
                         account_id,
                         p["cookie"],
@@ -444,24 +458,12 @@ class Node:
                         proxy=p.get("proxy"),
                         actor=actor,
                     )
-                case "remove":
-                    await s.remove(account_id, actor=actor)
-                case "update_cookie":
+                case CommandKind.UPDATE_COOKIE:
                     await s.update_cookie(account_id, p["cookie"], actor=actor)
-                case "set_enabled":
+                case CommandKind.SET_ENABLED:
                     await s.set_enabled(account_id, bool(p["enabled"]), actor=actor)
-                case "update_proxy":
-                    await s.update_proxy(account_id, p.get("proxy"), actor=actor)
-                case "update_account":
-                    await s.update_account(account_id, actor=actor, **p["fields"])
-                case "set_rules":
-                    await s.set_rules(account_id, [Rule(**rule) for rule in p["rules"]], actor=actor)
-                case "set_settings":
-                    await s.set_settings(account_id, AccountSettings(**p["settings"]), actor=actor)
-                case "reload":
+                case CommandKind.RELOAD:
                     await s.reload(account_id)
-                case _:
-                    return f"unknown command kind {command.kind!r}"
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -517,18 +519,24 @@ def _log_failure(future: concurrent.futures.Future[None]) -> None:
 
 
 async def send_command(
-    store: Store, account_id: str, kind: str, payload: dict[str, Any] | None = None, *, buckets: int | None = None
+    store: Store,
+    account_id: str,
+    kind: CommandKind | str,
+    payload: dict[str, Any] | None = None,
+    *,
+    buckets: int | None = None,
 ) -> int:
     """Queue an operation for the worker that owns the account (it applies it through its scheduler).
 
-    Kinds and payloads: add {cookie, owner?, enabled?, remark?, proxy?}; remove {}; update_cookie {cookie};
-    set_enabled {enabled}; update_proxy {proxy}; update_account {fields}; set_rules {rules: [Rule fields]};
-    set_settings {settings: AccountSettings fields}; reload {} (after writing the database directly).
-    Every kind also takes `actor`. The payload is sealed with the secret box. Returns the command id for
-    `wait_command`. A command for a bucket no worker holds waits in the table until one claims it.
+    Kinds and payloads: add {cookie, owner?, enabled?, remark?, proxy?}; update_cookie {cookie};
+    set_enabled {enabled}; reload {} (after writing the database directly). Every kind also takes `actor`.
+    The payload is sealed with the secret box. Returns the command id for `wait_command`. A command for a bucket
+    no worker holds waits in the table until one claims it.
     """
-    if kind not in COMMAND_KINDS:
-        raise ValueError(f"unknown command kind {kind!r}; one of {sorted(COMMAND_KINDS)}")
+    try:
+        kind = CommandKind(kind)
+    except ValueError:
+        raise ValueError(f"unknown command kind {kind!r}; one of {sorted(k.value for k in CommandKind)}") from None
     cluster = ClusterStore(store.db, store.box)
     count = buckets or await cluster.bucket_count() or ClusterSettings().buckets
     return await cluster.enqueue(account_id, kind, payload or {}, bucket=bucket_of(account_id, count))

@@ -64,6 +64,7 @@ from ..store import (
 from ..store import Rule as StoredRule
 from ..store.accounts import ReplyConfig
 from ..store.cluster import Fence
+from .errors import NotConnected
 from .events import EventBus
 from .notify import Notifier, NotifyOptions
 from .orders import DeliveryOptions, OrderDesk
@@ -473,7 +474,7 @@ class AccountScheduler:
         rt = self._runtime(account_id)
         pipeline = rt.pipeline
         if pipeline is None or not pipeline.session.connected:
-            raise InvalidValue(f"account {account_id!r} is not connected")
+            raise NotConnected(account_id)
         if rt.replier is not None:
             rt.replier.pause_chat(chat_id)
         return await pipeline.send(chat_id, to_user, Reply(text=text, source="manual"))

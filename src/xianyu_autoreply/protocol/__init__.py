@@ -2,7 +2,7 @@
 
 from .content import Content, ImageContent, TextContent, decode_content, encode_content
 from .cookies import mask_cookie, merge_set_cookie, mtop_token, parse_cookie, render_cookie, seller_id
-from .errors import InvalidCookie, MalformedFrame, MalformedMtopResponse, MalformedPush, ProtocolError
+from .errors import InputError, InvalidCookie, MalformedFrame, MalformedMtopResponse, MalformedPush, ProtocolError
 from .events import (
     BuyerMessage,
     ChatMessage,
@@ -68,6 +68,7 @@ __all__ = [
     "HttpCall",
     "ImageContent",
     "Inbound",
+    "InputError",
     "InvalidCookie",
     "MalformedFrame",
     "MalformedMtopResponse",

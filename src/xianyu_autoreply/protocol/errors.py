@@ -1,10 +1,12 @@
-"""Every error the protocol core raises.
+"""Every error the protocol core raises, and the root every layer's input errors share.
 
-    ProtocolError                 anything the wire handed us that we cannot use
-    ├── InvalidCookie             a cookie string without `unb`, empty, or not a cookie string at all
-    ├── MalformedFrame            an LWP frame that is not a JSON object of the expected shape
-    ├── MalformedPush             a sync-package item whose payload cannot be decoded
-    └── MalformedMtopResponse     an MTOP/passport answer that is not the documented envelope
+    InputError                    bad input, nothing changed (every layer's input errors derive from it; the API
+    │                             answers 422 for the whole family)
+    └── ProtocolError             anything the wire handed us that we cannot use
+        ├── InvalidCookie         a cookie string without `unb`, empty, or not a cookie string at all
+        ├── MalformedFrame        an LWP frame that is not a JSON object of the expected shape
+        ├── MalformedPush         a sync-package item whose payload cannot be decoded
+        └── MalformedMtopResponse an MTOP/passport answer that is not the documented envelope
 
 Callers catch `ProtocolError` at the edge of each account so that bad input is counted and skipped, never fatal.
 Every error raised while decoding carries its cause (`raise ... from`).
@@ -13,7 +15,15 @@ Every error raised while decoding carries its cause (`raise ... from`).
 from __future__ import annotations
 
 
-class ProtocolError(ValueError):
+class InputError(ValueError):
+    """Input that cannot be used as given; it was refused before anything changed.
+
+    The shared root of the input errors of every layer (protocol, replies, store, ...): a caller that only needs
+    to tell "the input was wrong" from "something failed" catches this one type.
+    """
+
+
+class ProtocolError(InputError):
     """Input from the wire (or a user-supplied cookie) that does not follow the protocol."""
 
 

@@ -33,7 +33,9 @@ from dataclasses import KW_ONLY, dataclass, field
 import ahocorasick
 import re2
 
-from .templates import TemplateError, validate_template
+from .errors import RuleError as RuleError  # noqa: PLC0414 (explicit re-export: callers import it from here)
+from .errors import TemplateError
+from .templates import validate_template
 
 MAX_KEYWORD_CHARS = 200
 MAX_PATTERN_CHARS = 500
@@ -81,15 +83,6 @@ class Rule:
                     object.__setattr__(self, name, enum_type(value))
                 except ValueError:
                     raise RuleError(self.id, f"unknown {name} {value!r}") from None
-
-
-class RuleError(ValueError):
-    """A rule that cannot be saved; `reason` is meant for the seller."""
-
-    def __init__(self, rule_id: str, reason: str) -> None:
-        super().__init__(f"rule {rule_id!r}: {reason}")
-        self.rule_id = rule_id
-        self.reason = reason
 
 
 def normalise(text: str) -> str:

@@ -12,12 +12,10 @@ import functools
 import re
 from dataclasses import dataclass
 
+from .errors import TemplateError as TemplateError  # noqa: PLC0414 (explicit re-export: callers import it from here)
+
 VARIABLES = frozenset({"buyer_name", "send_user_name", "item_id", "item_title", "order_id", "account_name"})
 MAX_TEMPLATE_CHARS = 2000
-
-
-class TemplateError(ValueError):
-    """A template that cannot be saved: unknown variable or malformed braces; the message says where."""
 
 
 @dataclass(frozen=True, slots=True)

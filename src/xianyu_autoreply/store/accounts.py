@@ -225,7 +225,7 @@ class AccountStore(StoreBase):
         """Delete the account and everything that belongs to it (rules, settings, log, orders, stock)."""
         async with self.db.transaction() as s:
             result = await s.execute(delete(AccountRow).where(AccountRow.id == account_id))
-            if result.rowcount == 0:  # type: ignore[attr-defined]
+            if result.rowcount == 0:  # type: ignore[attr-defined]  # DML gives a CursorResult
                 raise AccountNotFound(account_id)
             self._audit(s, "account.delete", actor=actor, account_id=account_id)
 
@@ -372,16 +372,16 @@ class AccountStore(StoreBase):
                     .join(AccountRow, AccountRow.id == AccountSettingsRow.account_id)
                     .where(AccountSettingsRow.account_id.in_(chunk))
                 )
-                for row, account in settings:
-                    ai = ai_rows.get(row.account_id)
+                for settings_row, account in settings:
+                    ai = ai_rows.get(settings_row.account_id)
                     if ai is None:
                         continue
-                    found[row.account_id] = ReplyConfig(
-                        account_id=row.account_id,
+                    found[settings_row.account_id] = ReplyConfig(
+                        account_id=settings_row.account_id,
                         version=account.version,
                         remark=account.remark,
-                        rules=rules.get(row.account_id, []),
-                        settings=_account_settings(row, account.pause_minutes, account.auto_confirm),
+                        rules=rules.get(settings_row.account_id, []),
+                        settings=_account_settings(settings_row, account.pause_minutes, account.auto_confirm),
                         ai=self._ai_record(ai),
                         ai_api_key=self._decrypt_or_none(ai.api_key_encrypted),
                     )

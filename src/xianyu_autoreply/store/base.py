@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -80,7 +80,7 @@ class StoreBase:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.db!r})"
 
-    def _insert(self, model: type[Base]) -> Any:
+    def _insert(self, model: type[Base] | Table) -> Any:
         """An INSERT that can say ON CONFLICT (both dialects spell it the same way in SQLAlchemy)."""
         return postgresql.insert(model) if self.db.dialect == "postgresql" else sqlite.insert(model)
 

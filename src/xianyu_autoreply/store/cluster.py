@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from .crypto import SecretBox
 from .db import Database
 from .errors import Conflict, InvalidValue, NotFound
-from .models import AccountRow, BucketLeaseRow, CommandRow, NodeRow, UtcDateTime, utcnow
+from .models import AccountRow, Base, BucketLeaseRow, CommandRow, NodeRow, UtcDateTime, table_of, utcnow
 
 LEASES_CHANNEL = "xar_leases"  # NOTIFY payload: "released" or "joined"
 COMMANDS_CHANNEL = "xar_commands"  # NOTIFY payload: the command's bucket
@@ -307,7 +307,7 @@ class ClusterStore:
                 .values(owner=None, expires_at=self._now())
             )
             await self._notify(s, LEASES_CHANNEL, "released")
-            return int(result.rowcount)  # type: ignore[attr-defined]
+            return int(result.rowcount)  # type: ignore[attr-defined]  # DML gives a CursorResult
 
     async def leave(self, node_id: str) -> int:
         """Release every bucket of the node and unregister it (SIGTERM), in one transaction; NOTIFY peers."""
@@ -317,14 +317,14 @@ class ClusterStore:
             )
             await s.execute(delete(NodeRow).where(NodeRow.node_id == node_id))
             await self._notify(s, LEASES_CHANNEL, "released")
-            return int(result.rowcount)  # type: ignore[attr-defined]
+            return int(result.rowcount)  # type: ignore[attr-defined]  # DML gives a CursorResult
 
     async def forget_nodes(self, *, silent_for: float) -> int:
         """Delete node rows whose heartbeat is older than `silent_for` seconds (housekeeping)."""
         async with self.db.transaction() as s:
             now = (await s.execute(select(self._now()))).scalar_one()
             result = await s.execute(delete(NodeRow).where(NodeRow.heartbeat_at < now - timedelta(seconds=silent_for)))
-            return int(result.rowcount)  # type: ignore[attr-defined]
+            return int(result.rowcount)  # type: ignore[attr-defined]  # DML gives a CursorResult
 
     async def account_ids_in(self, buckets: Collection[int], *, count: int) -> list[str]:
         """Ids of the accounts that hash into `buckets` (of `count` buckets)."""
@@ -351,7 +351,7 @@ class ClusterStore:
                         created_at=utcnow(),
                         attempts=0,
                     )
-                    .returning(CommandRow.__table__.c.id)
+                    .returning(table_of(CommandRow).c.id)
                 )
             ).scalar_one()
             await self._notify(s, COMMANDS_CHANNEL, str(bucket))
@@ -400,7 +400,7 @@ class ClusterStore:
                 .where(CommandRow.id == command_id, CommandRow.done_at.is_(None))
                 .values(done_at=self._now(), handled_by=node_id, error=error)
             )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            return bool(result.rowcount)  # type: ignore[attr-defined]  # DML gives a CursorResult
 
     async def get_command(self, command_id: int) -> Command:
         """One command, with its outcome once done."""
@@ -436,8 +436,8 @@ class ClusterStore:
             error=row.error,
         )
 
-    def _insert(self, model: type[Any]) -> Any:
-        table = model.__table__
+    def _insert(self, model: type[Base]) -> Any:
+        table = table_of(model)
         return postgresql.insert(table) if self._pg else sqlite.insert(table)
 
 
@@ -459,7 +459,7 @@ def check_fence_sync(conn: Connection, fence: Fence | None) -> None:
         raise FencedOut(fence)
 
 
-def fence_query(fence: Fence, *, pg: bool) -> Select[tuple[int]]:
+def fence_query(fence: Fence, *, pg: bool) -> Select[int]:
     """The lease row of `fence` if it still holds, locked `FOR SHARE` until the transaction ends (PostgreSQL)."""
     now: ColumnElement[datetime] = func.now() if pg else literal(utcnow(), UtcDateTime())
     return (

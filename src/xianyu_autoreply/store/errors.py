@@ -8,17 +8,21 @@
     │   ├── VersionConflict       `expected_version` no longer matches: someone else wrote first
     │   ├── LastAdmin             the write would leave no enabled admin
     │   └── InvalidTransition     a stock line or delivery is not in the state the call requires
-    ├── InvalidValue              a value the tables cannot hold (unknown enum, id too long, ...)
+    ├── InvalidValue              a value the tables cannot hold (unknown enum, id too long, ...); also an
+    │                             `InputError` (protocol), the root of every layer's bad-input errors
     ├── DatabaseError             the database failed (connection lost, locked, timed out); carries the cause
     └── SecretError               encryption setup or decryption failed
         ├── SecretKeyError        XAR_SECRET_KEY / secret.key is not a usable Fernet key
         └── DecryptionError       a stored secret does not open with any configured key
 
-An invalid cookie is refused with the protocol's own `InvalidCookie` (a `ValueError`), before anything is written.
+An invalid cookie is refused with the protocol's own `InvalidCookie` (an `InputError`), before anything is written.
+`NotFound` and `Conflict` are not input errors: the input was well formed, the stored state says no.
 Messages never contain a secret: they name the account, user or key position, not the value.
 """
 
 from __future__ import annotations
+
+from ..protocol.errors import InputError
 
 
 class StoreError(Exception):
@@ -67,7 +71,7 @@ class InvalidTransition(Conflict):
     """A stock line or delivery is not in the state this call moves it from."""
 
 
-class InvalidValue(StoreError, ValueError):
+class InvalidValue(StoreError, InputError):
     """A value the tables cannot hold."""
 
 

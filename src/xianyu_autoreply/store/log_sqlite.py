@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 _Processor = Callable[[Any], Any] | None
 
@@ -29,8 +30,9 @@ class _Compiled:
 
     __slots__ = ("fixed", "names", "processors", "sql")
 
-    def __init__(self, statement: Executable, engine: Engine, keys: Sequence[str]) -> None:
-        compiled = statement.compile(dialect=engine.dialect, column_keys=list(keys))
+    def __init__(self, statement: ClauseElement, engine: Engine, keys: Sequence[str]) -> None:
+        # A DML statement compiles to an SQLCompiler (positional names, binds); `compile` is typed as any Compiled.
+        compiled = cast(SQLCompiler, statement.compile(dialect=engine.dialect, column_keys=list(keys)))
         self.sql = str(compiled)
         self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
         self.fixed = {name: value for name, value in compiled.params.items() if name not in keys}  # literals
@@ -54,7 +56,7 @@ class RawLog:
         self._engine = engine
         # The pool's `connect` event has already set this project's pragmas and autocommit mode (db.py).
         self._fairy = engine.raw_connection()
-        self._conn: sqlite3.Connection = self._fairy.driver_connection  # type: ignore[assignment]
+        self._conn: sqlite3.Connection = self._fairy.driver_connection  # type: ignore[assignment]  # sqlite3 here
         self._compiled: dict[tuple[int, tuple[str, ...]], _Compiled] = {}
 
     def close(self) -> None:
@@ -63,12 +65,12 @@ class RawLog:
     def write(
         self,
         *,
-        insert: Executable,
+        insert: ClauseElement,
         claims: Sequence[dict[str, Any]],
         outbound: Sequence[dict[str, Any]],
-        transition: Executable,
+        transition: ClauseElement,
         transitions: Sequence[dict[str, Any]],
-        update: Executable,
+        update: ClauseElement,
         marks: Sequence[dict[str, Any]],
     ) -> tuple[list[bool], list[bool]]:
         """One transaction: claims and transitions (each True when it changed a row), outbound rows, marks.
@@ -102,12 +104,12 @@ class RawLog:
             cur.close()
         return inserted, moved
 
-    def _many(self, cur: sqlite3.Cursor, statement: Executable, rows: Sequence[dict[str, Any]]) -> None:
+    def _many(self, cur: sqlite3.Cursor, statement: ClauseElement, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
             compiled = self._statement(statement, rows[0])
             cur.executemany(compiled.sql, [compiled.params(row) for row in rows])
 
-    def _statement(self, statement: Executable, row: dict[str, Any]) -> _Compiled:
+    def _statement(self, statement: ClauseElement, row: dict[str, Any]) -> _Compiled:
         keys = tuple(row)
         compiled = self._compiled.get((id(statement), keys))
         if compiled is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -23,7 +24,7 @@ from .cluster import Fence, check_fence
 from .crypto import SecretBox
 from .db import Database
 from .errors import AccountNotFound, InvalidValue
-from .models import OPEN_INBOUND, ChatStateRow, MessageRow, utcnow
+from .models import OPEN_INBOUND, ChatStateRow, MessageRow, table_of, utcnow
 from .records import ChatState, ChatSummary, Direction, Inbound, Message
 from .writer import MessageWriter, outbound_row
 
@@ -151,7 +152,7 @@ class MessageStore(StoreBase):
                 )
                 .values(status=status, reply_source=reply_source, reply_reason=reply_reason)
             )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            return bool(result.rowcount)  # type: ignore[attr-defined]  # DML gives a CursorResult
 
     async def record_outbound(
         self,
@@ -175,7 +176,7 @@ class MessageStore(StoreBase):
         With a `fence` the entry is refused (`FencedOut`) once the bucket's lease moved on.
         """
         statement = (
-            self._insert(MessageRow.__table__)
+            self._insert(table_of(MessageRow))
             .values(
                 outbound_row(
                     account_id,
@@ -252,7 +253,7 @@ class MessageStore(StoreBase):
         """Delete log entries recorded before `older_than`; returns how many went (retention)."""
         async with self.db.transaction() as s:
             result = await s.execute(delete(MessageRow).where(MessageRow.recorded_at < older_than))
-            return int(result.rowcount)  # type: ignore[attr-defined]
+            return int(result.rowcount)  # type: ignore[attr-defined]  # DML gives a CursorResult
 
     # -- chat state ---------------------------------------------------------------------------------------------
 
@@ -279,7 +280,7 @@ class MessageStore(StoreBase):
 
     async def mark_default_reply_sent(self, account_id: str, chat_id: str) -> bool:
         """Set the chat's once-only default-reply flag; True only for the call that set it."""
-        table = ChatStateRow.__table__
+        table = table_of(ChatStateRow)
         statement = (
             self._insert(table)
             .values(
@@ -300,7 +301,7 @@ class MessageStore(StoreBase):
 
     async def count_bargain_round(self, account_id: str, chat_id: str) -> int:
         """Add one bargaining round to the chat and return the new count."""
-        table = ChatStateRow.__table__
+        table = table_of(ChatStateRow)
         statement = (
             self._insert(table)
             .values(
@@ -318,8 +319,10 @@ class MessageStore(StoreBase):
             except IntegrityError as exc:
                 raise AccountNotFound(account_id) from exc
 
-    async def _upsert_chat(self, account_id: str, chat_id: str, insert_values: dict, update_values: dict) -> ChatState:
-        table = ChatStateRow.__table__
+    async def _upsert_chat(
+        self, account_id: str, chat_id: str, insert_values: dict[str, Any], update_values: dict[str, Any]
+    ) -> ChatState:
+        table = table_of(ChatStateRow)
         defaults = {"default_reply_sent": False, "bargain_rounds": 0, "paused_until": None}
         statement = (
             self._insert(table)

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from .base import StoreBase, check_limit
 from .cluster import Fence, check_fence
 from .errors import AccountNotFound, InvalidValue, NotFound
-from .models import DeliveryRow, OrderEventRow, OrderRow, utcnow
+from .models import DeliveryRow, OrderEventRow, OrderRow, table_of, utcnow
 from .records import UNSET, Delivery, DeliveryState, Order, OrderChange, OrderEvent, Unset, coerce
 
 _DELIVERY_KEY = ["account_id", "order_id", "unit"]
@@ -62,7 +62,7 @@ class OrderStore(StoreBase):
         }
         known = {name: value for name, value in fields.items() if value is not None}
         new_row = (
-            self._insert(OrderRow.__table__)
+            self._insert(table_of(OrderRow))
             .values(
                 {
                     "quantity": 1,
@@ -75,7 +75,7 @@ class OrderStore(StoreBase):
                 }
             )
             .on_conflict_do_nothing(index_elements=["account_id", "order_id"])
-            .returning(OrderRow.__table__.c.id)
+            .returning(table_of(OrderRow).c.id)
         )
         async with self.db.transaction() as s:
             try:
@@ -134,7 +134,7 @@ class OrderStore(StoreBase):
             raise InvalidValue("units are numbered from 1")
         now = utcnow()
         statement = (
-            self._insert(DeliveryRow.__table__)
+            self._insert(table_of(DeliveryRow))
             .values(
                 account_id=account_id,
                 order_id=order_id,
@@ -146,7 +146,7 @@ class OrderStore(StoreBase):
                 updated_at=now,
             )
             .on_conflict_do_nothing(index_elements=_DELIVERY_KEY)
-            .returning(DeliveryRow.__table__.c.id)
+            .returning(table_of(DeliveryRow).c.id)
         )
         async with self.db.transaction() as s:
             await check_fence(s, fence)
@@ -186,7 +186,7 @@ class OrderStore(StoreBase):
         key = (DeliveryRow.account_id == account_id, DeliveryRow.order_id == order_id, DeliveryRow.unit == unit)
         async with self.db.transaction() as s:
             result = await s.execute(update(DeliveryRow).where(*key).values(**values))
-            if not result.rowcount:  # type: ignore[attr-defined]
+            if not result.rowcount:  # type: ignore[attr-defined]  # DML gives a CursorResult
                 raise NotFound(f"no delivery claimed for unit {unit} of order {order_id!r} of account {account_id!r}")
             row = (await s.scalars(select(DeliveryRow).where(*key).execution_options(populate_existing=True))).one()
             return _delivery(row)
@@ -225,7 +225,7 @@ class OrderStore(StoreBase):
                 .where(*key, DeliveryRow.state == expected, DeliveryRow.attempts == from_attempts)
                 .values(**values)
             )
-            if not result.rowcount:  # type: ignore[attr-defined]
+            if not result.rowcount:  # type: ignore[attr-defined]  # DML gives a CursorResult
                 return None
             row = (await s.scalars(select(DeliveryRow).where(*key).execution_options(populate_existing=True))).one()
             return _delivery(row)

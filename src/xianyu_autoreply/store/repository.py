@@ -19,7 +19,7 @@ from .crypto import SecretBox
 from .db import Database
 from .messages import MessageStore
 from .migrate import upgrade_database
-from .models import AccountRow, AiSettingsRow, Base, DeliveryRuleRow, NotificationSettingsRow, StockLineRow
+from .models import AccountRow, AiSettingsRow, Base, DeliveryRuleRow, NotificationSettingsRow, StockLineRow, table_of
 from .orders import OrderStore
 from .stock import StockStore
 from .users import UserStore
@@ -60,7 +60,7 @@ class Store(AccountStore, MessageStore, OrderStore, StockStore, UserStore):
         """
         rotated = 0
         for model, columns in _ENCRYPTED:
-            table = model.__table__
+            table = table_of(model)
             key = next(iter(table.primary_key.columns))
             last: Any = None
             while True:

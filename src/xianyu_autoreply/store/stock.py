@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .base import StoreBase
 from .errors import InvalidTransition, InvalidValue, NotFound
-from .models import DeliveryRuleRow, StockLineRow, utcnow
+from .models import DeliveryRuleRow, StockLineRow, table_of, utcnow
 from .records import DeliveryKind, DeliveryRule, DeliveryRuleSpec, ReservedLine, StockCount, StockState
 
 MAX_LINES_PER_CALL = 100_000
@@ -132,7 +132,7 @@ class StockStore(StoreBase):
         """
         if not order_id or unit < 1:
             raise InvalidValue("a reservation needs an order id and a unit numbered from 1")
-        table = StockLineRow.__table__
+        table = table_of(StockLineRow)
         pick = (
             select(table.c.id)
             .where(table.c.rule_id == rule_id, table.c.state == StockState.AVAILABLE.value)
@@ -219,7 +219,7 @@ class StockStore(StoreBase):
                 .where(StockLineRow.id == line_id, StockLineRow.state.in_([state.value for state in allowed]))
                 .values(**values)
             )
-            if result.rowcount:  # type: ignore[attr-defined]
+            if result.rowcount:  # type: ignore[attr-defined]  # DML gives a CursorResult
                 return
             state = (await s.execute(select(StockLineRow.state).where(StockLineRow.id == line_id))).scalar()
             if state is None:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .base import MASKED, UNREADABLE, StoreBase, check_account_id, check_limit
 from .errors import Conflict, DecryptionError, InvalidValue, LastAdmin, UserNotFound
-from .models import AccountRow, AuditRow, NotificationSettingsRow, UserRow, utcnow
+from .models import AccountRow, AuditRow, NotificationSettingsRow, UserRow, table_of, utcnow
 from .records import UNSET, AuditEntry, NotificationSettings, Role, Unset, User, UserCredentials, coerce
 
 MAX_NOTIFICATION_URLS = 20
@@ -78,7 +78,7 @@ class UserStore(StoreBase):
         """
         check_username(username)
         now = utcnow()
-        table = UserRow.__table__
+        table = table_of(UserRow)
         statement = (
             self._insert(table)
             .values(
@@ -208,7 +208,7 @@ class UserStore(StoreBase):
                 .where(UserRow.username == username)
                 .values(failed_logins=0, locked_until=None, last_login_at=now)
             )
-            if not result.rowcount:  # type: ignore[attr-defined]
+            if not result.rowcount:  # type: ignore[attr-defined]  # DML gives a CursorResult
                 raise UserNotFound(username)
             self._audit(s, "user.login", actor=username, detail=_login_detail(username, client))
             return await _load_user(s, username)
@@ -250,7 +250,7 @@ class UserStore(StoreBase):
         async with self.db.transaction() as s:
             user_id = await self._user_id(s, username)
             await s.execute(
-                self._insert(NotificationSettingsRow.__table__)
+                self._insert(table_of(NotificationSettingsRow))
                 .values(user_id=user_id, **values)
                 .on_conflict_do_update(index_elements=["user_id"], set_=values)
             )

@@ -39,7 +39,7 @@ from .cluster import Fence, FencedOut, check_fence_sync
 from .db import WRITE_OPTION, Database, database_error
 from .errors import AccountNotFound, StoreError
 from .log_sqlite import RawLog
-from .models import MessageRow, utcnow
+from .models import MessageRow, table_of, utcnow
 
 log = structlog.get_logger("xianyu_autoreply.store.writer")
 
@@ -49,7 +49,7 @@ COALESCE_S = 0.0
 # Decisions and replies alone (no claim waiting) are written at most this late: they ride along with the next
 # claim's transaction instead of paying one of their own (~2.5 transactions per message -> ~1 under load).
 LAZY_S = 0.05
-_TABLE = MessageRow.__table__
+_TABLE = table_of(MessageRow)
 _KEY = ["account_id", "direction", "message_id"]
 
 
@@ -375,8 +375,8 @@ class MessageWriter:
                         await self._commit([op])
                     writes, outcome = [], _Outcome()
                 else:
-                    error = exc.__cause__ if isinstance(exc, _BatchFailed) and exc.__cause__ else exc
-                    outcome = _Outcome(failed={id(writes[0]): error})
+                    failure = exc.__cause__ if isinstance(exc, _BatchFailed) and exc.__cause__ else exc
+                    outcome = _Outcome(failed={id(writes[0]): failure})
         for op in writes:
             error = outcome.failed.get(id(op))
             if isinstance(op, _Claim | _Transition):
@@ -390,9 +390,9 @@ class MessageWriter:
                     op.future.set_result(outcome.moved.get(id(op), False))
             elif error is not None:
                 log.warning("a conversation-log write was refused", error=f"{type(error).__name__}: {error}")
-        for op in batch:
-            if isinstance(op, _Barrier) and not op.future.done():
-                op.future.set_result(None)
+        for queued in batch:
+            if isinstance(queued, _Barrier) and not queued.future.done():
+                queued.future.set_result(None)
 
     async def _transact(self, ops: Sequence[_Op], outcome: _Outcome) -> None:
         """Run `_apply` in one write transaction: in the SQLite worker thread, or through the async engine."""
@@ -445,8 +445,8 @@ class MessageWriter:
         answers = iter(inserted)
         for op in claims:
             outcome.claimed[id(op)] = [next(answers) for _ in op.rows]
-        for op, went in zip(transitions, moved, strict=True):
-            outcome.moved[id(op)] = went
+        for transition, went in zip(transitions, moved, strict=True):
+            outcome.moved[id(transition)] = went
 
     @staticmethod
     def _refused(ops: Sequence[_Op], exc: IntegrityError) -> None:

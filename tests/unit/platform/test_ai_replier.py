@@ -9,9 +9,9 @@ import pytest
 
 from xianyu_autoreply.engine.replier import AccountReplier, Decided
 from xianyu_autoreply.platform.ai import AIReplier, AITimeout
-from xianyu_autoreply.replies.admission import Incoming
 from xianyu_autoreply.protocol import BuyerMessage, now_ms
 from xianyu_autoreply.replies import SAFE_PLATFORM_TEXT, SAFE_PRICE_REFUSAL, AIEmptyAnswer, ReplySettings
+from xianyu_autoreply.replies.admission import Incoming
 from xianyu_autoreply.replies.prompt import AIQuery, ChatFacts, Turn
 from xianyu_autoreply.replies.settings import AISettings
 

@@ -25,6 +25,7 @@ EXPECTED_ALL = [
     "HttpCall",
     "ImageContent",
     "Inbound",
+    "InputError",
     "InvalidCookie",
     "MalformedFrame",
     "MalformedMtopResponse",

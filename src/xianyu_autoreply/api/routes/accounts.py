@@ -6,11 +6,10 @@ same answer as for a missing one) and writes only through `AccountOperations` (t
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
-from ...engine.cluster import owner_of_account
 from ...store import (
     UNSET,
     AccountSettings,
@@ -119,7 +118,7 @@ async def get_account(account_id: AccountId, user: Caller, ops: Ops) -> AccountO
 async def patch_account(account_id: AccountId, body: AccountPatch, user: Caller, ops: Ops) -> AccountOut:
     await ops.visible(user, account_id)
     given = body.model_fields_set
-    fields = {
+    fields: dict[str, Any] = {
         name: getattr(body, name)
         for name in ("remark", "pause_minutes", "auto_confirm")
         if name in given and getattr(body, name) is not None
@@ -166,9 +165,8 @@ async def put_status(account_id: AccountId, body: StatusIn, user: Caller, ops: O
 async def get_state(account_id: AccountId, user: Caller, ops: Ops) -> AccountState:
     await ops.visible(user, account_id)
     state = ops.state(account_id)
-    if ops.engine is None:  # an API node: say which worker runs it
-        state = state.model_copy(update={"node": await owner_of_account(ops.store, account_id)})
-    return state
+    node = await ops.node_of(account_id)  # an API node without engine: which worker runs it
+    return state.model_copy(update={"node": node}) if node is not None else state
 
 
 @router.get("/{account_id}/rules", response_model=list[RuleIO])

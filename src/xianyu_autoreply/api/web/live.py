@@ -114,7 +114,7 @@ async def _stream(
             if getter is not None and getter in done:
                 event: EngineEvent = getter.result()
                 getter = None
-                if view.name == "dashboard" and _changes_the_list(event, shown):
+                if view.name == "dashboard" and event.account_id is not None and _changes_the_list(event, shown):
                     # Deleted: no longer visible to the ownership check, but this page shows it.
                     if event.kind == "account.added" and not await visibility.allows(event):
                         continue
@@ -142,9 +142,9 @@ async def _stream(
                     dirty.clear()
                     continue
                 for account_id in sorted(dirty):
-                    frame = await _render_state(request, ops, view, account_id)
-                    if frame is not None:
-                        yield frame
+                    state_frame = await _render_state(request, ops, view, account_id)
+                    if state_frame is not None:
+                        yield state_frame
                 dirty.clear()
     finally:
         for task in (stop, getter):

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.datastructures import FormData
 
+from ...engine.errors import NoEngine, NotConnected
 from ...protocol import ProtocolError
 from ...replies import RuleError, TemplateError
 from ...store import (
@@ -126,7 +127,7 @@ async def _attempt(awaitable: Awaitable[T]) -> tuple[T | None, str | None]:
         if exc.status in (401, 403, 404):
             raise
         return None, exc.message
-    except _INPUT_ERRORS as exc:
+    except (*_INPUT_ERRORS, NoEngine) as exc:
         return None, str(exc)
 
 
@@ -572,13 +573,13 @@ async def manual_reply(request: Request, account_id: str, chat_id: str, user: Ac
         return _flash(request, t("chat.reply.no_buyer"), error=True)
     try:
         sent = await ops.send_manual(account_id, chat_id, text, to_user=to_user)
+    except NotConnected:
+        return _flash(request, t("err.not_connected"), error=True)
     except ApiError as exc:
-        if exc.status == 409:
-            return _flash(request, t("err.not_connected"), error=True)
         if exc.status in (401, 403, 404):
             raise
         return _flash(request, t("chat.reply.failed", error=exc.message), error=True)
-    except _INPUT_ERRORS as exc:
+    except (*_INPUT_ERRORS, NoEngine) as exc:
         return _flash(request, t("chat.reply.failed", error=str(exc)), error=True)
     if not sent.ok:
         return _flash(request, t("chat.reply.failed", error=sent.error or ""), error=True)
@@ -622,9 +623,7 @@ async def users_page(request: Request, user: PageUser, ops: Ops) -> Response:
 
 
 @router.post("/users")
-async def create_user(
-    request: Request, user: Annotated[User, Depends(admin_action_user)], ops: Ops
-) -> Response:
+async def create_user(request: Request, user: Annotated[User, Depends(admin_action_user)], ops: Ops) -> Response:
     """Add a user (admins only); the password is hashed with argon2 by the API's helper."""
     form = await request.form()
     t = translator(request_lang(request))
@@ -655,4 +654,3 @@ async def delete_user(
     except (LastAdmin, Conflict) as exc:
         return await _users_fragment(request, ops, t("err.conflict", error=str(exc)), error=True)
     return await _users_fragment(request, ops, t("deleted"), error=False)
-
