@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import assert_never
 
 import structlog
 
@@ -187,14 +188,17 @@ class Courier:
     async def _after_send(
         self, order: Order, delivery: Delivery, rule: DeliveryRule, line: ReservedLine | None, sent: Sent
     ) -> None:
-        error = sent.error or "send failed"
         match sent.outcome:
-            case SendOutcome.UNCONFIRMED:
-                await self._unconfirmed(delivery, line, error)
-                return
+            case SendOutcome.CONFIRMED:
+                await self._sent(order, delivery, rule, line)
             case SendOutcome.NOT_SENT:
-                await self._release_and_retry(delivery, line, f"send failed: {error}")
-                return
+                await self._release_and_retry(delivery, line, f"send failed: {sent.error or 'send failed'}")
+            case SendOutcome.UNCONFIRMED:
+                await self._unconfirmed(delivery, line, sent.error or "send failed")
+            case unknown:
+                assert_never(unknown)
+
+    async def _sent(self, order: Order, delivery: Delivery, rule: DeliveryRule, line: ReservedLine | None) -> None:
         if line is not None:
             await self.store.commit_line(line.id)
         done = await self.store.update_delivery(
