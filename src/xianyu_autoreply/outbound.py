@@ -1,6 +1,6 @@
 """Outbound URLs are not a way in: the policy for every URL an account owner chooses and the server fetches.
 
-Account owners, not administrators, choose webhook delivery URLs (`engine/orders.py`), apprise notification URLs
+Account owners, not administrators, choose webhook delivery URLs (`engine/orders/webhook.py`), apprise notification URLs
 (`engine/notify.py`), AI base URLs (`platform/ai.py`) and proxies (`platform/mtop_client.py`, `platform/session.py`),
 and the server fetches them from inside its own network. Unchecked, an owner could point one at the cloud metadata
 service, an admin port on 127.0.0.1 or a database on 10.x, and read the answer back (a webhook's answer is

@@ -139,7 +139,11 @@ def test_public_api_is_pinned() -> None:
 
     assert orders.__all__ == [
         "DeliveryOptions",
+        "GoodsWebhook",
+        "HttpGoodsWebhook",
         "OrderDesk",
+        "WebhookBlocked",
+        "WebhookError",
         "choose_rule",
         "needs_title",
         "next_status",
