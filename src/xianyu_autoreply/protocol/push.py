@@ -141,7 +141,7 @@ def _reject_ext(code: int, data: bytes) -> Any:
     raise MalformedPush(f"MessagePack ext type {code} is not part of the protocol")
 
 
-def _at(obj: Any, *path: int) -> Any:
+def _at(obj: Any, *path: int | str) -> Any:
     """`obj[k1][k2]...` over maps keyed by int (MessagePack) or str (JSON); None when absent."""
     for key in path:
         if not isinstance(obj, dict):

@@ -333,7 +333,7 @@ class Simulator:
         run = LoadRun(rate=rate, seconds=seconds, sellers=chosen)
 
         def push(seller: str, text: str) -> int:
-            return self.push_message(seller, text)["delivered"]
+            return int(self.push_message(seller, text)["delivered"])
 
         self._load = (run, asyncio.get_running_loop().create_task(run_load(run, push)))
         return run.to_json()
