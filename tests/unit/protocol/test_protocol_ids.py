@@ -8,7 +8,9 @@ import subprocess
 import sys
 import time
 
-from xianyu_autoreply.protocol import new_device_id, new_mid, new_uuid, now_ms
+import pytest
+
+from xianyu_autoreply.protocol import ids, new_device_id, new_mid, new_uuid, now_ms
 
 UNB = "2200000000001"
 HEX = set("0123456789ABCDEF")
@@ -39,8 +41,10 @@ def test_device_ids_are_random_uppercase_hex() -> None:
     assert {d[19] for d in ids} == set("89AB")
 
 
-def test_mid_is_a_prefix_below_1000_then_epoch_ms_then_space_zero() -> None:
+def test_mid_is_a_prefix_below_1000_then_epoch_ms_then_space_zero(monkeypatch: pytest.MonkeyPatch) -> None:
     before = _wall_ms()
+    frozen = time.time_ns()  # one millisecond for all: its 1,000 prefixes are used up, then the next one's
+    monkeypatch.setattr(ids.time, "time_ns", lambda: frozen)
     mids = [new_mid() for _ in range(2000)]
     prefixes = []
     for mid in mids:
