@@ -37,7 +37,8 @@ import structlog
 from .. import __version__
 from ..config import ClusterSettings, Settings
 from ..platform.mtop_client import MtopClient
-from ..store import AccountSettings, Database, Rule, Store, StoreError
+from ..replies import rule_from_data
+from ..store import AccountSettings, Database, Store, StoreError
 from ..store.cluster import (
     COMMANDS_CHANNEL,
     LEASES_CHANNEL,
@@ -455,7 +456,7 @@ class Node:
                 case "update_account":
                     await s.update_account(account_id, actor=actor, **p["fields"])
                 case "set_rules":
-                    await s.set_rules(account_id, [Rule(**rule) for rule in p["rules"]], actor=actor)
+                    await s.set_rules(account_id, [rule_from_data(rule) for rule in p["rules"]], actor=actor)
                 case "set_settings":
                     await s.set_settings(account_id, AccountSettings(**p["settings"]), actor=actor)
                 case "reload":

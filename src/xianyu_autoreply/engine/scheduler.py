@@ -53,16 +53,16 @@ from ..protocol import BuyerMessage, ChatMessage, OrderEvent, OrderStatus, TextC
 from ..replies import (
     AIReplier,
     AIReplyError,
-    AISettings,
     ChatFacts,
+    ReplyKind,
     ReplySettings,
+    Rule,
     RuleIndex,
     TryResult,
     Turn,
     try_reply,
     validate_template,
 )
-from ..replies import Rule as ReplyRule
 from ..store import (
     Account,
     AccountNotFound,
@@ -74,9 +74,9 @@ from ..store import (
     Inbound,
     InvalidValue,
     Message,
+    Outbound,
     Store,
 )
-from ..store import Rule as StoredRule
 from ..store.accounts import ReplyConfig
 from ..store.cluster import Fence, FencedOut
 from .events import EventBus
@@ -406,20 +406,18 @@ class AccountScheduler:
             self._runtime(account_id)
             return await self.store.replace_delivery_rules(account_id, rules, actor=actor)
 
-    async def set_rules(
-        self, account_id: str, rules: Sequence[StoredRule], *, actor: str = "system"
-    ) -> list[StoredRule]:
+    async def set_rules(self, account_id: str, rules: Sequence[Rule], *, actor: str = "system") -> list[Rule]:
         """Replace the keyword rules; refused whole (nothing saved) when any rule is invalid."""
         for rule in rules:
-            if str(rule.kind) == "text":
+            if rule.kind is ReplyKind.TEXT:
                 validate_template(rule.reply)
-        RuleIndex.build([_reply_rule(r, str(i)) for i, r in enumerate(rules)])  # validate before writing
+        RuleIndex.build(rules)  # validate before writing
         async with self._lock(account_id):
             rt = self._runtime(account_id)
             saved = await self.store.replace_rules(account_id, rules, actor=actor)
             self._preloaded.pop(account_id, None)
             if rt.replier is not None:
-                rt.replier.update(rules=_rule_index(saved))
+                rt.replier.update(rules=RuleIndex.build(saved))
             return saved
 
     async def set_settings(
@@ -722,15 +720,16 @@ class AccountScheduler:
             # Queued into the log's group commit, not awaited: `begin_reply` already made the reply exactly-once.
             self.store.log_writer.record_outbound(
                 account_id,
-                sent.uuid,
-                chat_id=sent.chat_id,
-                text=text,
-                created_ms=now_ms(),
-                content_type="text" if isinstance(sent.content, TextContent) else "image",
-                reply_source=sent.source or None,
-                reply_to=sent.in_reply_to,
-                status="sent" if sent.ok else "failed",
-                sender_id=None,
+                Outbound(
+                    sent.uuid,
+                    chat_id=sent.chat_id,
+                    text=text,
+                    created_ms=now_ms(),
+                    content_type="text" if isinstance(sent.content, TextContent) else "image",
+                    reply_source=sent.source or None,
+                    reply_to=sent.in_reply_to,
+                    status="sent" if sent.ok else "failed",
+                ),
             )
             if sent.in_reply_to is not None:
                 self.store.log_writer.mark_inbound(account_id, sent.in_reply_to, status=_ANSWERED[sent.outcome])
@@ -915,7 +914,7 @@ class AccountScheduler:
 
         preloaded = self._preloaded.pop(account_id, None)
         if preloaded is not None:
-            rules, settings = _rule_index(preloaded.rules), self._compose_settings(preloaded)
+            rules, settings = RuleIndex.build(preloaded.rules), self._compose_settings(preloaded)
         else:
             rules, settings = await self._rules(account_id), await self._reply_settings(account_id)
         return AccountReplier(
@@ -932,7 +931,7 @@ class AccountScheduler:
         )
 
     async def _rules(self, account_id: str) -> RuleIndex:
-        return _rule_index(await self.store.get_rules(account_id))
+        return RuleIndex.build(await self.store.get_rules(account_id))
 
     async def _reply_settings(self, account_id: str) -> ReplySettings:
         settings = await self.store.get_settings(account_id)
@@ -953,25 +952,7 @@ class AccountScheduler:
 
     def _compose_settings(self, config: ReplyConfig) -> ReplySettings:
         """The replier's settings from what the store holds for the account."""
-        settings, ai, key = config.settings, config.ai, config.ai_api_key
-        return ReplySettings(
-            default_reply=settings.default_reply,
-            default_reply_once_per_chat=settings.default_reply_once_per_chat,
-            pause_minutes=settings.pause_minutes,
-            debounce_seconds=settings.debounce_seconds,
-            message_expire_seconds=self.settings.session.message_expire,
-            account_name=config.remark or config.account_id,
-            ai=AISettings(
-                enabled=ai.enabled,
-                base_url=ai.base_url,
-                model=ai.model,
-                api_key=key or "",
-                max_discount_percent=ai.max_discount_percent,
-                max_discount_amount=ai.max_discount_amount,
-                max_bargain_rounds=ai.max_bargain_rounds,
-                prompt=ai.prompt,
-            ),
-        )
+        return config.reply_settings(message_expire_seconds=self.settings.session.message_expire)
 
     def _runtime(self, account_id: str) -> _Runtime:
         rt = self._runtimes.get(account_id)
@@ -1046,22 +1027,6 @@ def _content_type(value: str) -> int:
         return int(value)
     except ValueError:
         return 1
-
-
-def _reply_rule(rule: StoredRule, fallback_id: str) -> ReplyRule:
-    return ReplyRule(
-        rule.id or fallback_id,
-        rule.keyword,
-        rule.reply,
-        match=str(rule.match),
-        item_id=rule.item_id,
-        priority=rule.priority,
-        kind=str(rule.kind),
-    )
-
-
-def _rule_index(rules: Sequence[StoredRule]) -> RuleIndex:
-    return RuleIndex.build([_reply_rule(r, str(i)) for i, r in enumerate(rules)])
 
 
 def _price(value: str | None) -> Decimal | None:

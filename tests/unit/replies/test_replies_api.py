@@ -61,6 +61,8 @@ PUBLIC = {
     "record_sent",
     "render",
     "resolve_wait",
+    "rule_data",
+    "rule_from_data",
     "system_prompt",
     "try_reply",
     "validate_rule",

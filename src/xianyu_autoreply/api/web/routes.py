@@ -12,6 +12,7 @@ import hmac
 import json
 import secrets
 from collections.abc import Awaitable
+from dataclasses import asdict
 from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
@@ -304,13 +305,7 @@ async def _export_account(ops: AccountOperations, account_id: str) -> dict[str, 
         "id": account.id,
         "remark": account.remark,
         "enabled": account.enabled,
-        "settings": {
-            "default_reply": settings.default_reply,
-            "default_reply_once_per_chat": settings.default_reply_once_per_chat,
-            "debounce_seconds": settings.debounce_seconds,
-            "pause_minutes": settings.pause_minutes,
-            "auto_confirm": settings.auto_confirm,
-        },
+        "settings": asdict(settings),  # the record's fields, in its order
         "rules": [rule_json(r) for r in await ops.store.get_rules(account_id)],
     }
 
@@ -622,9 +617,7 @@ async def users_page(request: Request, user: PageUser, ops: Ops) -> Response:
 
 
 @router.post("/users")
-async def create_user(
-    request: Request, user: Annotated[User, Depends(admin_action_user)], ops: Ops
-) -> Response:
+async def create_user(request: Request, user: Annotated[User, Depends(admin_action_user)], ops: Ops) -> Response:
     """Add a user (admins only); the password is hashed with argon2 by the API's helper."""
     form = await request.form()
     t = translator(request_lang(request))
@@ -655,4 +648,3 @@ async def delete_user(
     except (LastAdmin, Conflict) as exc:
         return await _users_fragment(request, ops, t("err.conflict", error=str(exc)), error=True)
     return await _users_fragment(request, ops, t("deleted"), error=False)
-
