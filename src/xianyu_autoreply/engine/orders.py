@@ -64,7 +64,17 @@ from ..store import (
     Store,
 )
 from ..store.cluster import Fence, FencedOut
-from .events import EventBus
+from .events import (
+    DeliveryFailed,
+    DeliverySent,
+    EventBus,
+    OrderPaid,
+    OrderShipped,
+    OrderStatusChanged,
+    ShipmentFailed,
+    StockLow,
+    StockReturned,
+)
 
 __all__ = ["DeliveryOptions", "OrderDesk", "choose_rule", "needs_title", "next_status", "webhook_answer"]
 
@@ -266,17 +276,18 @@ class OrderDesk:
         order = change.order
         if change.status_changed:
             self.bus.publish(
-                "order.status",
-                account_id,
-                order_id=order.order_id,
-                status=order.status,
-                previous=change.previous_status,
-                item_id=order.item_id,
-                chat_id=order.chat_id,
+                OrderStatusChanged(
+                    account_id=account_id,
+                    order_id=order.order_id,
+                    status=order.status,
+                    previous=change.previous_status,
+                    item_id=order.item_id,
+                    chat_id=order.chat_id,
+                )
             )
         if order.status == "paid":
             if change.status_changed:
-                self.bus.publish("order.paid", account_id, order_id=order.order_id, item_id=order.item_id)
+                self.bus.publish(OrderPaid(account_id=account_id, order_id=order.order_id, item_id=order.item_id))
             self._schedule(account_id, order.order_id)
         elif order.status in ("refunded", "closed") and change.previous_status in {*_AFTER_PAYMENT, "refunding"}:
             await self._return_lines(order)
@@ -564,13 +575,14 @@ class OrderDesk:
                 count_attempt=False,
             )
             self.bus.publish(
-                "delivery.sent",
-                order.account_id,
-                order_id=order.order_id,
-                unit=done.unit,
-                rule_id=rule.id,
-                rule_kind=rule.kind.value,
-                attempts=done.attempts,
+                DeliverySent(
+                    account_id=order.account_id,
+                    order_id=order.order_id,
+                    unit=done.unit,
+                    rule_id=rule.id,
+                    rule_kind=rule.kind.value,
+                    attempts=done.attempts,
+                )
             )
             if line is not None:
                 counts = await self.store.stock_counts(rule.id)
@@ -738,13 +750,14 @@ class OrderDesk:
             error=delivery.error,
         )
         self.bus.publish(
-            "delivery.failed",
-            delivery.account_id,
-            order_id=delivery.order_id,
-            unit=delivery.unit,
-            rule_id=delivery.rule_id,
-            error=delivery.error,
-            attempts=delivery.attempts,
+            DeliveryFailed(
+                account_id=delivery.account_id,
+                order_id=delivery.order_id,
+                unit=delivery.unit,
+                rule_id=delivery.rule_id,
+                error=delivery.error,
+                attempts=delivery.attempts,
+            )
         )
 
     def _warn_low(
@@ -757,7 +770,7 @@ class OrderDesk:
         if rule_id in self._low:
             return
         self._low.add(rule_id)
-        self.bus.publish("stock.low", account_id, rule_id=rule_id, available=available, threshold=threshold)
+        self.bus.publish(StockLow(account_id=account_id, rule_id=rule_id, available=available, threshold=threshold))
 
     async def _confirm(self, account_id: str, order_id: str) -> None:
         """Confirm shipment when the account's auto-confirm is on now; the order then moves to shipped."""
@@ -784,12 +797,12 @@ class OrderDesk:
                             await self.store.record_order(
                                 account_id, order_id, status="shipped", detail={"event": "auto_confirm"}
                             )
-                    self.bus.publish("order.shipped", account_id, order_id=order_id, source="auto_confirm")
+                    self.bus.publish(OrderShipped(account_id=account_id, order_id=order_id, source="auto_confirm"))
                     return
             if attempt < self.options.confirm_attempts:
                 await asyncio.sleep(self.options.retry_delay(attempt))
         log.warning("shipment not confirmed", account_id=account_id, order_id=order_id, error=error)
-        self.bus.publish("shipment.failed", account_id, order_id=order_id, error=error)
+        self.bus.publish(ShipmentFailed(account_id=account_id, order_id=order_id, error=error))
 
     async def _return_lines(self, order: Order) -> None:
         """After a refund: each delivered batch line goes back to stock or to `returned`, as its rule says."""
@@ -801,12 +814,13 @@ class OrderDesk:
             except (InvalidTransition, NotFound):
                 continue  # already returned (a repeated refund event)
             self.bus.publish(
-                "stock.returned",
-                order.account_id,
-                order_id=order.order_id,
-                unit=delivery.unit,
-                rule_id=delivery.rule_id,
-                state=state.value,
+                StockReturned(
+                    account_id=order.account_id,
+                    order_id=order.order_id,
+                    unit=delivery.unit,
+                    rule_id=delivery.rule_id,
+                    state=state.value,
+                )
             )
 
 

@@ -79,7 +79,19 @@ from ..store import (
 )
 from ..store.accounts import ReplyConfig
 from ..store.cluster import Fence, FencedOut
-from .events import EventBus
+from .events import (
+    AccountAdded,
+    AuthExpired,
+    ConnectionChanged,
+    CookieUpdated,
+    EventBus,
+    LifecycleChanged,
+    MessageIn,
+    ReplyFailed,
+    ReplyInterrupted,
+    ReplySent,
+    VerificationRequired,
+)
 from .notify import Notifier, NotifyOptions
 from .orders import DeliveryOptions, OrderDesk
 from .replier import AccountReplier, Decided
@@ -319,7 +331,7 @@ class AccountScheduler:
                 return account  # scale-out: the node that owns its bucket runs it
             rt = _Runtime(account_id, cookie=cookie.strip(), proxy=proxy, enabled=enabled, version=account.version)
             self._runtimes[account_id] = rt
-            self.bus.publish("account.added", account_id)
+            self.bus.publish(AccountAdded(account_id=account_id))
             if enabled and self.running:
                 self._launch(rt)
             return account
@@ -353,7 +365,7 @@ class AccountScheduler:
             rt.crashes.clear()
             if rt.enabled and self.running:
                 self._launch(rt)
-            self.bus.publish("account.cookie_updated", account_id)
+            self.bus.publish(CookieUpdated(account_id=account_id))
             return account
 
     async def set_enabled(self, account_id: str, enabled: bool, *, actor: str = "system") -> Account:
@@ -611,7 +623,7 @@ class AccountScheduler:
             if outcome is SessionOutcome.AUTH_EXPIRED:
                 rt.last_error = session.stats.last_error
                 self._set_lifecycle(rt, Lifecycle.AUTH_EXPIRED, "login expired: a new cookie is needed")
-                self.bus.publish("account.auth_expired", rt.account_id)
+                self.bus.publish(AuthExpired(account_id=rt.account_id))
             return
 
     async def _crashed(self, rt: _Runtime, exc: Exception) -> bool:
@@ -668,7 +680,7 @@ class AccountScheduler:
             return
         rt.lifecycle = lifecycle
         rt.since_ms = now_ms()
-        self.bus.publish("account.state", rt.account_id, lifecycle=lifecycle.value, reason=reason)
+        self.bus.publish(LifecycleChanged(account_id=rt.account_id, lifecycle=lifecycle.value, reason=reason))
 
     # --- one session and its hooks --------------------------------------------------------------------------
 
@@ -685,7 +697,7 @@ class AccountScheduler:
             elif change.state is ConnectionState.RECONNECTING and rt.lifecycle is not Lifecycle.STARTING:
                 rt.last_error = rt.session.stats.last_error if rt.session is not None else change.reason
                 self._set_lifecycle(rt, Lifecycle.BACKOFF, change.reason)
-            self.bus.publish("account.connection", account_id, state=change.state.value, reason=change.reason)
+            self.bus.publish(ConnectionChanged(account_id=account_id, state=change.state.value, reason=change.reason))
 
         async def record(admitted: Sequence[Incoming]) -> list[bool]:
             # Before the push is acknowledged: every item with a key in one group commit (store/writer.py).
@@ -705,13 +717,14 @@ class AccountScheduler:
                 event = incoming.event
                 if new and isinstance(event, ChatMessage):
                     self.bus.publish(
-                        "message.in",
-                        account_id,
-                        chat_id=event.chat_id,
-                        message_id=event.message_id,
-                        sender=event.sender_nick,
-                        text=event.text,
-                        own=not isinstance(event, BuyerMessage),
+                        MessageIn(
+                            account_id=account_id,
+                            chat_id=event.chat_id,
+                            message_id=event.message_id,
+                            sender=event.sender_nick,
+                            text=event.text,
+                            own=not isinstance(event, BuyerMessage),
+                        )
                     )
             return fresh
 
@@ -734,13 +747,14 @@ class AccountScheduler:
             if sent.in_reply_to is not None:
                 self.store.log_writer.mark_inbound(account_id, sent.in_reply_to, status=_ANSWERED[sent.outcome])
             self.bus.publish(
-                "reply.sent" if sent.ok else "reply.failed",
-                account_id,
-                chat_id=sent.chat_id,
-                text=text,
-                source=sent.source,
-                error=sent.error,
-                in_reply_to=sent.in_reply_to,
+                (ReplySent if sent.ok else ReplyFailed)(
+                    account_id=account_id,
+                    chat_id=sent.chat_id,
+                    text=text,
+                    source=sent.source,
+                    error=sent.error,
+                    in_reply_to=sent.in_reply_to,
+                )
             )
 
         async def on_cookie(cookie: str) -> None:
@@ -762,7 +776,7 @@ class AccountScheduler:
 
         async def on_verification(url: str | None) -> None:
             rt.last_error = "verification_required"
-            self.bus.publish("account.verification_required", account_id, url=url)
+            self.bus.publish(VerificationRequired(account_id=account_id, url=url))
 
         hooks = SessionHooks(
             decide=replier.decide,
@@ -835,7 +849,7 @@ class AccountScheduler:
             writer.mark_inbound(account_id, row.message_id, status="interrupted", reply_reason=reason)
             log.warning("reply interrupted by a restart", account_id=account_id, message_id=row.message_id)
             self.bus.publish(
-                "reply.interrupted", account_id, chat_id=row.chat_id, message_id=row.message_id, text=row.text
+                ReplyInterrupted(account_id=account_id, chat_id=row.chat_id, message_id=row.message_id, text=row.text)
             )
             return "interrupted"
         if row.sender_id == session.seller_id:  # our echo or the seller typing elsewhere: nothing to answer now
