@@ -43,7 +43,7 @@ def make_rules(count: int, rng: random.Random) -> list[Rule]:
             # Mostly unique keywords, as with hundreds of sellers' own phrases; a few are plain common words.
             keyword = rng.choice(WORDS) + (str(n) if rng.random() < 0.9 else "")
             match = MatchKind.EXACT if roll < 0.10 else MatchKind.CONTAINS
-        rules.append(Rule(f"r{n}", keyword, f"回复{n}", match=match, item_id=item_id, priority=priority))
+        rules.append(Rule(keyword, f"回复{n}", match=match, item_id=item_id, priority=priority, id=f"r{n}"))
     return rules
 
 

@@ -24,7 +24,8 @@ from rich.table import Table
 
 from .config import ConfigError, load_settings
 from .protocol import ProtocolError, parse_cookie
-from .store import AccountNotFound, AccountSettings, Conflict, Rule, Store, StoreError
+from .replies import Rule, rule_data, rule_from_data
+from .store import AccountNotFound, AccountSettings, Conflict, Store, StoreError
 
 app = typer.Typer(help="Manage seller accounts in the configured database.", no_args_is_help=True)
 console = Console()
@@ -271,15 +272,7 @@ async def _import_row(store: Store, index: int, row: Any) -> _RowResult:
 
 
 def _rule_json(rule: Rule) -> dict[str, Any]:
-    return {
-        "id": rule.id,
-        "keyword": rule.keyword,
-        "reply": rule.reply,
-        "match": str(rule.match),
-        "item_id": rule.item_id,
-        "priority": rule.priority,
-        "kind": str(rule.kind),
-    }
+    return {"id": rule.id, **rule_data(rule)}  # the id first, as the export always wrote it
 
 
 def _comparable(rules: list[Rule], wanted: list[Rule]) -> list[dict[str, Any]]:
@@ -291,12 +284,6 @@ def _comparable(rules: list[Rule], wanted: list[Rule]) -> list[dict[str, Any]]:
 def _rule_from_json(raw: Any) -> Rule:
     if not isinstance(raw, dict):
         raise ValueError("a rule must be an object")
-    return Rule(
-        str(raw["keyword"]),
-        str(raw["reply"]),
-        match=raw.get("match", "contains"),
-        item_id=raw.get("item_id"),
-        priority=int(raw.get("priority", 0)),
-        kind=raw.get("kind", "text"),
-        id=raw.get("id"),
+    return rule_from_data(
+        {**raw, "keyword": str(raw["keyword"]), "reply": str(raw["reply"]), "priority": int(raw.get("priority", 0))}
     )

@@ -29,7 +29,7 @@ from rich.panel import Panel
 from .api.auth import verify_password
 from .api.server import RunningServer, run_server
 from .config import Settings, load_settings
-from .engine.events import EngineEvent
+from .engine.events import Event, LifecycleChanged, MessageIn, ReplyFailed, ReplySent
 from .engine.scheduler import AccountScheduler, Lifecycle
 from .log import configure_logging
 from .simulator import Simulator
@@ -219,36 +219,34 @@ def _clock(at_ms: int) -> str:
     return datetime.fromtimestamp(at_ms / 1000).strftime("%H:%M:%S")
 
 
-def conversation_line(event: EngineEvent, shops: dict[str, str], rules: dict[str, str] | None = None) -> str | None:
+def conversation_line(event: Event, shops: dict[str, str], rules: dict[str, str] | None = None) -> str | None:
     """A console line (rich markup, every outside text escaped) for a buyer message or a reply; None otherwise.
 
     `rules` maps rule ids to keywords, so a rule's reply shows the keyword that fired."""
     shop = escape(shops.get(event.account_id or "", event.account_id or ""))
-    data = event.data
-    text = escape(str(data.get("text") or ""))
-    if event.kind == "message.in" and not data.get("own"):
-        buyer = escape(str(data.get("sender") or "买家"))
-        return f"[dim]{_clock(event.at_ms)}[/dim] [cyan]{shop}[/cyan] 买家 {buyer}: {text}"
-    if event.kind == "reply.sent":
-        source = str(data.get("source") or "")
-        head, _, rule_id = source.partition(":")
-        source = escape(f"规则「{rules[rule_id]}」" if head == "rule" and rules and rule_id in rules else source)
-        return f"[dim]{_clock(event.at_ms)}[/dim] [cyan]{shop}[/cyan] [green]-> 回复[/green] ({source}): {text}"
-    if event.kind == "reply.failed":
-        return f"[dim]{_clock(event.at_ms)}[/dim] [cyan]{shop}[/cyan] [red]-> 发送失败[/red]: {text}"
-    if event.kind == "account.state":
-        state = escape(str(data.get("lifecycle") or ""))
-        return f"[dim]{_clock(event.at_ms)}[/dim] [cyan]{shop}[/cyan] [yellow]状态 {state}[/yellow]"
+    head = f"[dim]{_clock(event.at_ms)}[/dim] [cyan]{shop}[/cyan]"
+    match event:
+        case MessageIn(own=False):
+            buyer = escape(event.sender or "买家")
+            return f"{head} 买家 {buyer}: {escape(event.text)}"
+        case ReplySent():
+            kind, _, rule_id = event.source.partition(":")
+            named = kind == "rule" and rules and rule_id in rules
+            source = escape(f"规则「{rules[rule_id]}」" if named and rules else event.source)
+            return f"{head} [green]-> 回复[/green] ({source}): {escape(event.text)}"
+        case ReplyFailed():
+            return f"{head} [red]-> 发送失败[/red]: {escape(event.text)}"
+        case LifecycleChanged():
+            return f"{head} [yellow]状态 {escape(event.lifecycle)}[/yellow]"
     return None
 
 
 async def print_conversation(engine: AccountScheduler, console: Console, shops: dict[str, str]) -> None:
     """Echo the engine's conversation events to the console as they happen."""
-    kinds = {"message.in", "reply.sent", "reply.failed", "account.state"}
     rules: dict[str, str] = {}
-    with engine.bus.listening(kinds=kinds) as subscription:
+    with engine.bus.listening(types=(MessageIn, ReplySent, ReplyFailed, LifecycleChanged)) as subscription:
         async for event in subscription:
-            source = str(event.data.get("source") or "")
+            source = event.source if isinstance(event, ReplySent) else ""
             if source.startswith("rule:") and source[5:] not in rules and event.account_id:
                 with contextlib.suppress(Exception):  # a deleted account: the id is shown instead
                     rules.update({r.id: r.keyword for r in await engine.store.get_rules(event.account_id) if r.id})

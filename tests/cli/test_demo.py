@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from xianyu_autoreply.demo import DEMO_SHOPS, conversation_line
-from xianyu_autoreply.engine.events import EngineEvent
+from xianyu_autoreply.engine.events import MessageIn
 
 
 @pytest.mark.timeout(180)
@@ -43,7 +43,9 @@ def test_demo_prints_the_admin_url_and_replies_to_scripted_buyers(tmp_path: Path
 
 def test_conversation_lines_escape_buyer_markup() -> None:
     shops = {s.account_id: s.nick for s in DEMO_SHOPS}
-    event = EngineEvent("message.in", "demo-books", {"text": "[bold]hi[/bold]", "sender": "[red]x"})
+    event = MessageIn(
+        account_id="demo-books", chat_id="c", message_id="m", sender="[red]x", text="[bold]hi[/bold]", own=False
+    )
     line = conversation_line(event, shops)
     assert line is not None
     assert "\\[bold]hi\\[/bold]" in line

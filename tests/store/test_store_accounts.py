@@ -4,6 +4,7 @@ import pytest
 from sqlalchemy import select
 
 from xianyu_autoreply.protocol import InvalidCookie
+from xianyu_autoreply.replies import RuleError
 from xianyu_autoreply.store import (
     UNSET,
     AccountNotFound,
@@ -171,8 +172,8 @@ async def test_replace_rules_keeps_order_and_ids(store: Store, account: str) -> 
 async def test_replace_rules_refuses_duplicate_ids_and_unknown_kinds(store: Store, account: str) -> None:
     with pytest.raises(InvalidValue):
         await store.replace_rules(account, [Rule("a", "b", id="x"), Rule("c", "d", id="x")])
-    with pytest.raises(InvalidValue, match="match"):
-        Rule("a", "b", match="fuzzy")
+    with pytest.raises(RuleError, match="match"):
+        Rule("a", "b", match="fuzzy")  # type: ignore[arg-type]
 
 
 async def test_replace_rules_is_atomic_on_a_constraint_violation(store: Store, account: str) -> None:

@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from xianyu_autoreply.store import AccountNotFound, ChatState, Direction, InvalidValue, Store
+from xianyu_autoreply.store import AccountNotFound, ChatState, Direction, InvalidValue, Outbound, Store
 
 
 async def _claim(store: Store, account: str, message_id: str, *, text: str = "在吗", chat_id: str = "c1") -> bool:
@@ -49,7 +49,7 @@ async def test_claim_needs_a_message_id(store: Store, account: str) -> None:
 
 async def test_inbound_and_outbound_ids_do_not_collide(store: Store, account: str) -> None:
     assert await _claim(store, account, "same-id")
-    await store.record_outbound(account, "same-id", chat_id="c1", text="reply", created_ms=2)
+    await store.record_outbound(account, Outbound("same-id", chat_id="c1", text="reply", created_ms=2))
     assert {m.direction for m in await store.list_messages(account)} == {Direction.IN, Direction.OUT}
 
 
@@ -63,9 +63,9 @@ async def test_mark_inbound_records_the_outcome(store: Store, account: str) -> N
 
 async def test_record_outbound_is_idempotent(store: Store, account: str) -> None:
     first = await store.record_outbound(
-        account, "out-1", chat_id="c1", text="您好", created_ms=5, reply_source="default", reply_to="m1"
+        account, Outbound("out-1", chat_id="c1", text="您好", created_ms=5, reply_source="default", reply_to="m1")
     )
-    again = await store.record_outbound(account, "out-1", chat_id="c1", text="您好", created_ms=5)
+    again = await store.record_outbound(account, Outbound("out-1", chat_id="c1", text="您好", created_ms=5))
     assert first == again
     assert first.direction is Direction.OUT and first.reply_to == "m1" and first.status == "sent"
 

@@ -261,8 +261,8 @@ async def test_stock_lines_and_contents_are_encrypted_at_rest(store: Store, acco
 
 
 async def test_sqlite_file_bytes_hold_no_stock_line(tmp_path: Path, secret_key: str) -> None:
+    from xianyu_autoreply.replies import Rule
     from xianyu_autoreply.store import Database, SecretBox, upgrade_database
-    from xianyu_autoreply.store.records import Rule
 
     url = f"sqlite+aiosqlite:///{tmp_path / 's.db'}"
     await upgrade_database(url)

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from xianyu_autoreply.store import AccountNotFound, Store
+from xianyu_autoreply.store import AccountNotFound, Outbound, Store
 from xianyu_autoreply.store.cluster import ClusterStore, Fence, FencedOut, bucket_of
 
 from .store_samples import COOKIE
@@ -33,9 +33,9 @@ async def test_a_missing_account_fails_only_its_own_claim(store: Store, account:
 async def test_queued_decisions_and_replies_are_written_by_flush(store: Store, account: str) -> None:
     assert await _claim(store, account, "m1")
     store.log_writer.mark_inbound(account, "m1", status="replied", reply_source="default", reply_reason="default")
-    store.log_writer.record_outbound(account, "u1", chat_id="c1", text="您好", created_ms=2, reply_to="m1")
-    store.log_writer.record_outbound(account, "u1", chat_id="c1", text="您好", created_ms=2, reply_to="m1")
-    store.log_writer.record_outbound("ghost", "u2", chat_id="c1", text="x", created_ms=2)  # refused, logged
+    store.log_writer.record_outbound(account, Outbound("u1", chat_id="c1", text="您好", created_ms=2, reply_to="m1"))
+    store.log_writer.record_outbound(account, Outbound("u1", chat_id="c1", text="您好", created_ms=2, reply_to="m1"))
+    store.log_writer.record_outbound("ghost", Outbound("u2", chat_id="c1", text="x", created_ms=2))  # refused, logged
     await store.log_writer.flush()
     inbound, outbound = await store.list_messages(account)
     assert (inbound.status, inbound.reply_source) == ("replied", "default")
@@ -94,8 +94,12 @@ async def test_a_backlog_longer_than_one_batch_is_written_whole(
 
 async def test_rows_from_the_writer_read_back_like_rows_written_one_by_one(store: Store, account: str) -> None:
     # On a SQLite file the writer's batches bypass the ORM (store/log_sqlite.py); what a user reads must not differ.
-    await store.record_outbound(account, "one", chat_id="c9", text="您好 {x}", created_ms=5, reply_source="rule:1")
-    store.log_writer.record_outbound(account, "two", chat_id="c9", text="您好 {x}", created_ms=5, reply_source="rule:1")
+    await store.record_outbound(
+        account, Outbound("one", chat_id="c9", text="您好 {x}", created_ms=5, reply_source="rule:1")
+    )
+    store.log_writer.record_outbound(
+        account, Outbound("two", chat_id="c9", text="您好 {x}", created_ms=5, reply_source="rule:1")
+    )
     assert await _claim(store, account, "m9")
     await store.log_writer.flush()
     by_id = {m.message_id: m for m in await store.list_messages(account, chat_id="c9")}

@@ -18,7 +18,7 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..engine.events import EngineEvent, EventBus
+from ..engine.events import Event, EventBus, MessageIn, ReplySent
 from ..engine.scheduler import AccountScheduler, Lifecycle
 
 CONNECTION_STATES = ("disconnected", "connecting", "connected", "reconnecting", "failed", "closed")
@@ -96,20 +96,20 @@ class ReplyMetrics:
         self._limit = pending_limit
 
     async def watch(self, bus: EventBus) -> None:
-        with bus.listening(kinds={"message.in", "reply.sent"}, size=10_000) as subscription:
+        with bus.listening(types=(MessageIn, ReplySent), size=10_000) as subscription:
             while True:
                 self.observe(await subscription.get())
 
-    def observe(self, event: EngineEvent) -> None:
-        if event.kind == "message.in" and not event.data.get("own"):
-            self._arrived[(event.account_id, str(event.data.get("message_id")))] = event.at_ms
+    def observe(self, event: Event) -> None:
+        if isinstance(event, MessageIn) and not event.own:
+            self._arrived[(event.account_id, event.message_id)] = event.at_ms
             while len(self._arrived) > self._limit:
                 self._arrived.popitem(last=False)
-        elif event.kind == "reply.sent":
-            source = str(event.data.get("source") or "unknown").split(":", 1)[0]
+        elif isinstance(event, ReplySent):
+            source = (event.source or "unknown").split(":", 1)[0]
             self.by_source.labels(source=source).inc()
-            if event.data.get("in_reply_to"):
-                arrived = self._arrived.pop((event.account_id, str(event.data["in_reply_to"])), None)
+            if event.in_reply_to:
+                arrived = self._arrived.pop((event.account_id, event.in_reply_to), None)
                 if arrived is not None:
                     self.latency.observe(max(0, event.at_ms - arrived) / 1000)
 

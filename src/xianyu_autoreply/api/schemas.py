@@ -6,13 +6,25 @@ got wrong. Outputs carry secrets only masked: a cookie as `cookie2=ab***cd`, an 
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..store import Account, AiSettings, DeliveryRule, Message, NotificationSettings, Order, User
-from ..store import Rule as StoredRule
+from ..replies import Rule, rule_data, rule_from_data
+from ..store import (
+    UNSET,
+    Account,
+    AccountSettings,
+    AiSettings,
+    AiSettingsUpdate,
+    DeliveryRule,
+    Message,
+    NotificationSettings,
+    Order,
+    User,
+)
 
 _ID = r"^[^\s/\\?#%]{1,64}$"
 
@@ -161,28 +173,12 @@ class RuleIO(Strict):
     kind: Literal["text", "image"] = "text"
     id: str | None = Field(default=None, min_length=1, max_length=64)
 
-    def to_store(self) -> StoredRule:
-        return StoredRule(
-            self.keyword,
-            self.reply,
-            match=self.match,
-            item_id=self.item_id or None,
-            priority=self.priority,
-            kind=self.kind,
-            id=self.id,
-        )
+    def to_rule(self) -> Rule:
+        return rule_from_data({**self.model_dump(), "item_id": self.item_id or None})
 
     @classmethod
-    def of(cls, rule: StoredRule) -> RuleIO:
-        return cls(
-            keyword=rule.keyword,
-            reply=rule.reply,
-            match=str(rule.match),
-            item_id=rule.item_id,
-            priority=rule.priority,
-            kind=str(rule.kind),
-            id=rule.id,
-        )
+    def of(cls, rule: Rule) -> RuleIO:
+        return cls.model_validate(rule_data(rule))
 
 
 class AiIn(Strict):
@@ -211,17 +207,7 @@ class AiOut(BaseModel):
 
     @classmethod
     def of(cls, ai: AiSettings) -> AiOut:
-        return cls(
-            enabled=ai.enabled,
-            base_url=ai.base_url,
-            model=ai.model,
-            has_api_key=ai.has_api_key,
-            api_key_masked=ai.api_key_masked,
-            max_discount_percent=ai.max_discount_percent,
-            max_discount_amount=ai.max_discount_amount,
-            max_bargain_rounds=ai.max_bargain_rounds,
-            prompt=ai.prompt,
-        )
+        return cls.model_validate(ai, from_attributes=True)
 
 
 class SettingsIn(Strict):
@@ -234,6 +220,15 @@ class SettingsIn(Strict):
     debounce_seconds: float = Field(default=0.0, ge=0, le=3600)
     ai: AiIn | None = None
 
+    def to_store(self) -> tuple[AccountSettings, AiSettingsUpdate | None]:
+        """The store's records to save: the settings, and the AI settings (None: left as they are)."""
+        settings = AccountSettings(**self.model_dump(exclude={"ai"}))
+        if self.ai is None:
+            return settings, None
+        key = UNSET if "api_key" not in self.ai.model_fields_set else (self.ai.api_key or None)
+        fields = self.ai.model_dump(exclude={"api_key", "base_url"})
+        return settings, AiSettingsUpdate(**fields, base_url=self.ai.base_url or None, api_key=key)
+
 
 class SettingsOut(BaseModel):
     default_reply: str
@@ -242,6 +237,10 @@ class SettingsOut(BaseModel):
     pause_minutes: float
     debounce_seconds: float
     ai: AiOut
+
+    @classmethod
+    def of(cls, settings: AccountSettings, ai: AiSettings) -> SettingsOut:
+        return cls(**asdict(settings), ai=AiOut.of(ai))
 
 
 # --- conversation, try, manual reply --------------------------------------------------------------------------

@@ -26,7 +26,17 @@ import structlog
 
 from ..outbound import OutboundGuard, OutboundRefused, Purpose
 from ..store import NotFound, Role, Store
-from .events import EngineEvent, EventBus, Subscription
+from .events import (
+    DeliveryFailed,
+    DeliverySent,
+    Event,
+    EventBus,
+    LifecycleChanged,
+    OrderPaid,
+    StockLow,
+    Subscription,
+    VerificationRequired,
+)
 
 __all__ = [
     "NOTIFY_EVENTS",
@@ -57,9 +67,14 @@ class NotifyEvent(enum.StrEnum):
 
 NOTIFY_EVENTS: tuple[str, ...] = tuple(event.value for event in NotifyEvent)
 
-# The bus kinds the notifier listens to (published by the scheduler and the order desk).
-WATCHED_KINDS = frozenset(
-    {"account.state", "account.verification_required", "order.paid", "delivery.sent", "delivery.failed", "stock.low"}
+# The bus events the notifier listens to (published by the scheduler and the order desk).
+WATCHED_TYPES: tuple[type[Event], ...] = (
+    LifecycleChanged,
+    VerificationRequired,
+    OrderPaid,
+    DeliverySent,
+    DeliveryFailed,
+    StockLow,
 )
 
 _ASSIGNMENT = re.compile(r"([A-Za-z0-9_\-]+)=([^;&\s,]+)")
@@ -80,65 +95,42 @@ class Notice:
     body: str
 
 
-# What each engine event says: by kind, and for `account.state` by kind and lifecycle. Title and body are
-# `str.format` templates over the values `notice_for` reads from the event (secrets already masked).
-_NOTICES: dict[str, tuple[NotifyEvent, str, str]] = {
-    "account.state:auth_expired": (
-        NotifyEvent.AUTH_EXPIRED,
-        "{account}: login expired",
-        "Account {account} needs a new cookie. {reason}",
-    ),
-    "account.state:error": (
-        NotifyEvent.ACCOUNT_ERROR,
-        "{account}: stopped after repeated crashes",
-        "Account {account} is parked in error and needs an operator: {reason}",
-    ),
-    "account.verification_required": (
-        NotifyEvent.VERIFICATION_REQUIRED,
-        "{account}: verification required",
-        "The platform asks account {account} for a verification (captcha); replies may stop until it is done.",
-    ),
-    "order.paid": (
-        NotifyEvent.ORDER_PAID,
-        "{account}: order {order} paid",
-        "Order {order} (item {item}) was paid.",
-    ),
-    "delivery.sent": (
-        NotifyEvent.DELIVERY_SENT,
-        "{account}: order {order} delivered",
-        "Unit {unit} of order {order} was delivered (rule {rule}).",
-    ),
-    "delivery.failed": (
-        NotifyEvent.DELIVERY_FAILED,
-        "{account}: delivery of order {order} failed",
-        "Unit {unit} of order {order} was not delivered: {error}",
-    ),
-    "stock.low": (
-        NotifyEvent.LOW_STOCK,
-        "{account}: stock running low",
-        "Delivery rule {rule} has {available} line(s) left.",
-    ),
-}
-
-
-def notice_for(event: EngineEvent) -> Notice | None:
+def notice_for(event: Event) -> Notice | None:
     """The notification an engine event deserves, or None (pure: the bus event in, the text out)."""
-    data = event.data
-    key = f"{event.kind}:{data.get('lifecycle')}" if event.kind == "account.state" else event.kind
-    if (entry := _NOTICES.get(key)) is None:
-        return None
-    kind, title, body = entry
-    values = {
-        "account": event.account_id or "?",
-        "reason": redact(str(data.get("reason") or "")),
-        "order": data.get("order_id", "?"),
-        "item": data.get("item_id") or "?",
-        "unit": data.get("unit", 1),
-        "rule": data.get("rule_id"),
-        "error": redact(str(data.get("error"))),
-        "available": data.get("available", 0),
-    }
-    return Notice(kind, event.account_id, "[xianyu] " + title.format(**values), body.format(**values).strip())
+    account = event.account_id or "?"
+    match event:
+        case LifecycleChanged(lifecycle="auth_expired"):
+            kind = NotifyEvent.AUTH_EXPIRED
+            title, body = f"{account}: login expired", f"Account {account} needs a new cookie. {redact(event.reason)}"
+        case LifecycleChanged(lifecycle="error"):
+            kind = NotifyEvent.ACCOUNT_ERROR
+            title = f"{account}: stopped after repeated crashes"
+            body = f"Account {account} is parked in error and needs an operator: {redact(event.reason)}"
+        case VerificationRequired():
+            kind = NotifyEvent.VERIFICATION_REQUIRED
+            title = f"{account}: verification required"
+            body = (
+                f"The platform asks account {account} for a verification (captcha); replies may stop until it is done."
+            )
+        case OrderPaid():
+            kind = NotifyEvent.ORDER_PAID
+            title = f"{account}: order {event.order_id} paid"
+            body = f"Order {event.order_id} (item {event.item_id or '?'}) was paid."
+        case DeliverySent():
+            kind = NotifyEvent.DELIVERY_SENT
+            title = f"{account}: order {event.order_id} delivered"
+            body = f"Unit {event.unit} of order {event.order_id} was delivered (rule {event.rule_id})."
+        case DeliveryFailed():
+            kind = NotifyEvent.DELIVERY_FAILED
+            title = f"{account}: delivery of order {event.order_id} failed"
+            body = f"Unit {event.unit} of order {event.order_id} was not delivered: {redact(str(event.error))}"
+        case StockLow():
+            kind = NotifyEvent.LOW_STOCK
+            title = f"{account}: stock running low"
+            body = f"Delivery rule {event.rule_id} has {event.available} line(s) left."
+        case _:
+            return None
+    return Notice(kind, event.account_id, "[xianyu] " + title, body.strip())
 
 
 Sender = Callable[[Sequence[str], str, str], Awaitable[bool]]
@@ -195,7 +187,7 @@ class Notifier:
         self._outbound = outbound or OutboundGuard()
         self._subscription: Subscription | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[int]] = set()
         self._slots = asyncio.Semaphore(self.options.concurrency)
         self._last_sent: dict[tuple[str, str, str | None], float] = {}
         self._folded: dict[tuple[str, str, str | None], int] = {}
@@ -206,7 +198,7 @@ class Notifier:
         """Listen to the bus in a background task until `aclose()`."""
         if self._watcher is not None:
             return
-        self._subscription = bus.subscribe(kinds=set(WATCHED_KINDS), size=1000)
+        self._subscription = bus.subscribe(types=WATCHED_TYPES, size=1000)
         self._watcher = asyncio.get_running_loop().create_task(self._watch(self._subscription), name="notifier")
 
     async def aclose(self) -> None:

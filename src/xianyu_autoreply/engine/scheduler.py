@@ -40,16 +40,16 @@ from ..platform.values import ConnectionState, ReconnectPolicy, Reply, Sent, Ses
 from ..protocol import BuyerMessage, now_ms, parse_cookie
 from ..replies import (
     AIReplyError,
-    AISettings,
     ChatFacts,
+    ReplyKind,
     ReplySettings,
+    Rule,
     RuleIndex,
     TryResult,
     Turn,
     try_reply,
     validate_template,
 )
-from ..replies import Rule as ReplyRule
 from ..store import (
     Account,
     AccountNotFound,
@@ -61,11 +61,18 @@ from ..store import (
     InvalidValue,
     Store,
 )
-from ..store import Rule as StoredRule
 from ..store.accounts import ReplyConfig
 from ..store.cluster import Fence
 from .errors import NotConnected
-from .events import EventBus
+from .events import (
+    AccountAdded,
+    AuthExpired,
+    ConnectionChanged,
+    CookieUpdated,
+    EventBus,
+    LifecycleChanged,
+    VerificationRequired,
+)
 from .notify import Notifier, NotifyOptions
 from .orders import DeliveryOptions, OrderDesk
 from .pipeline import AccountPipeline, Steps
@@ -314,7 +321,7 @@ class AccountScheduler:
                 return account  # scale-out: the node that owns its bucket runs it
             rt = _Runtime(account_id, cookie=cookie.strip(), proxy=proxy, enabled=enabled, version=account.version)
             self._runtimes[account_id] = rt
-            self.bus.publish("account.added", account_id)
+            self.bus.publish(AccountAdded(account_id=account_id))
             if enabled and self.running:
                 self._launch(rt)
             return account
@@ -348,7 +355,7 @@ class AccountScheduler:
             rt.crashes.clear()
             if rt.enabled and self.running:
                 self._launch(rt)
-            self.bus.publish("account.cookie_updated", account_id)
+            self.bus.publish(CookieUpdated(account_id=account_id))
             return account
 
     async def set_enabled(self, account_id: str, enabled: bool, *, actor: str = "system") -> Account:
@@ -401,20 +408,18 @@ class AccountScheduler:
             self._runtime(account_id)
             return await self.store.replace_delivery_rules(account_id, rules, actor=actor)
 
-    async def set_rules(
-        self, account_id: str, rules: Sequence[StoredRule], *, actor: str = "system"
-    ) -> list[StoredRule]:
+    async def set_rules(self, account_id: str, rules: Sequence[Rule], *, actor: str = "system") -> list[Rule]:
         """Replace the keyword rules; refused whole (nothing saved) when any rule is invalid."""
         for rule in rules:
-            if str(rule.kind) == "text":
+            if rule.kind is ReplyKind.TEXT:
                 validate_template(rule.reply)
-        RuleIndex.build([_reply_rule(r, str(i)) for i, r in enumerate(rules)])  # validate before writing
+        RuleIndex.build(rules)  # validate before writing
         async with self._lock(account_id):
             rt = self._runtime(account_id)
             saved = await self.store.replace_rules(account_id, rules, actor=actor)
             self._preloaded.pop(account_id, None)
             if rt.replier is not None:
-                rt.replier.update(rules=_rule_index(saved))
+                rt.replier.update(rules=RuleIndex.build(saved))
             return saved
 
     async def set_settings(
@@ -610,7 +615,7 @@ class AccountScheduler:
             if outcome is SessionOutcome.AUTH_EXPIRED:
                 rt.last_error = session.stats.last_error
                 self._set_lifecycle(rt, Lifecycle.AUTH_EXPIRED, "login expired: a new cookie is needed")
-                self.bus.publish("account.auth_expired", rt.account_id)
+                self.bus.publish(AuthExpired(account_id=rt.account_id))
             return
 
     async def _crashed(self, rt: _Runtime, exc: Exception) -> bool:
@@ -667,7 +672,7 @@ class AccountScheduler:
             return
         rt.lifecycle = lifecycle
         rt.since_ms = now_ms()
-        self.bus.publish("account.state", rt.account_id, lifecycle=lifecycle.value, reason=reason)
+        self.bus.publish(LifecycleChanged(account_id=rt.account_id, lifecycle=lifecycle.value, reason=reason))
 
     # --- one session and its pipeline ----------------------------------------------------------------------
 
@@ -683,7 +688,7 @@ class AccountScheduler:
             elif change.state is ConnectionState.RECONNECTING and rt.lifecycle is not Lifecycle.STARTING:
                 rt.last_error = rt.session.stats.last_error if rt.session is not None else change.reason
                 self._set_lifecycle(rt, Lifecycle.BACKOFF, change.reason)
-            self.bus.publish("account.connection", account_id, state=change.state.value, reason=change.reason)
+            self.bus.publish(ConnectionChanged(account_id=account_id, state=change.state.value, reason=change.reason))
 
         async def on_cookie(cookie: str) -> None:
             # The platform refreshed a cookie value: keep it, so a restart logs in with the fresh one.
@@ -698,7 +703,7 @@ class AccountScheduler:
 
         async def on_verification(url: str | None) -> None:
             rt.last_error = "verification_required"
-            self.bus.publish("account.verification_required", account_id, url=url)
+            self.bus.publish(VerificationRequired(account_id=account_id, url=url))
 
         session = AccountSession(
             account_id=account_id,
@@ -777,7 +782,7 @@ class AccountScheduler:
 
         preloaded = self._preloaded.pop(account_id, None)
         if preloaded is not None:
-            rules, settings = _rule_index(preloaded.rules), self._compose_settings(preloaded)
+            rules, settings = RuleIndex.build(preloaded.rules), self._compose_settings(preloaded)
         else:
             rules, settings = await self._rules(account_id), await self._reply_settings(account_id)
         return AccountReplier(
@@ -794,7 +799,7 @@ class AccountScheduler:
         )
 
     async def _rules(self, account_id: str) -> RuleIndex:
-        return _rule_index(await self.store.get_rules(account_id))
+        return RuleIndex.build(await self.store.get_rules(account_id))
 
     async def _reply_settings(self, account_id: str) -> ReplySettings:
         settings = await self.store.get_settings(account_id)
@@ -815,25 +820,7 @@ class AccountScheduler:
 
     def _compose_settings(self, config: ReplyConfig) -> ReplySettings:
         """The replier's settings from what the store holds for the account."""
-        settings, ai, key = config.settings, config.ai, config.ai_api_key
-        return ReplySettings(
-            default_reply=settings.default_reply,
-            default_reply_once_per_chat=settings.default_reply_once_per_chat,
-            pause_minutes=settings.pause_minutes,
-            debounce_seconds=settings.debounce_seconds,
-            message_expire_seconds=self.settings.session.message_expire,
-            account_name=config.remark or config.account_id,
-            ai=AISettings(
-                enabled=ai.enabled,
-                base_url=ai.base_url,
-                model=ai.model,
-                api_key=key or "",
-                max_discount_percent=ai.max_discount_percent,
-                max_discount_amount=ai.max_discount_amount,
-                max_bargain_rounds=ai.max_bargain_rounds,
-                prompt=ai.prompt,
-            ),
-        )
+        return config.reply_settings(message_expire_seconds=self.settings.session.message_expire)
 
     def _runtime(self, account_id: str) -> _Runtime:
         rt = self._runtimes.get(account_id)
@@ -848,20 +835,6 @@ class AccountScheduler:
         return lock
 
 
-def _reply_rule(rule: StoredRule, fallback_id: str) -> ReplyRule:
-    return ReplyRule(
-        rule.id or fallback_id,
-        rule.keyword,
-        rule.reply,
-        match=str(rule.match),
-        item_id=rule.item_id,
-        priority=rule.priority,
-        kind=str(rule.kind),
-    )
-
-
-def _rule_index(rules: Sequence[StoredRule]) -> RuleIndex:
-    return RuleIndex.build([_reply_rule(r, str(i)) for i, r in enumerate(rules)])
 
 
 def _price(value: str | None) -> Decimal | None:

@@ -17,9 +17,9 @@ from ..platform.errors import NotRecorded
 from ..platform.values import SendOutcome, Sent
 from ..protocol import BuyerMessage, ChatMessage, OrderEvent, OrderStatus, TextContent, now_ms
 from ..replies.admission import Incoming
-from ..store import Inbound, Message, Store
+from ..store import Inbound, Message, Outbound, Store
 from ..store.cluster import Fence, FencedOut
-from .events import EventBus
+from .events import EventBus, MessageIn, ReplyFailed, ReplyInterrupted, ReplySent
 from .orders import OrderDesk
 from .pipeline import AccountPipeline
 from .replier import Decided
@@ -72,13 +72,14 @@ class AccountSteps:
             event = incoming.event
             if new and isinstance(event, ChatMessage):
                 self._bus.publish(
-                    "message.in",
-                    self.account_id,
-                    chat_id=event.chat_id,
-                    message_id=event.message_id,
-                    sender=event.sender_nick,
-                    text=event.text,
-                    own=not isinstance(event, BuyerMessage),
+                    MessageIn(
+                        account_id=self.account_id,
+                        chat_id=event.chat_id,
+                        message_id=event.message_id,
+                        sender=event.sender_nick,
+                        text=event.text,
+                        own=not isinstance(event, BuyerMessage),
+                    )
                 )
         return fresh
 
@@ -120,26 +121,28 @@ class AccountSteps:
         # Queued into the log's group commit, not awaited: `claim` already made the reply exactly-once.
         writer.record_outbound(
             self.account_id,
-            sent.uuid,
-            chat_id=sent.chat_id,
-            text=text,
-            created_ms=now_ms(),
-            content_type="text" if isinstance(sent.content, TextContent) else "image",
-            reply_source=sent.source or None,
-            reply_to=sent.in_reply_to,
-            status="sent" if sent.ok else "failed",
-            sender_id=None,
+            Outbound(
+                sent.uuid,
+                chat_id=sent.chat_id,
+                text=text,
+                created_ms=now_ms(),
+                content_type="text" if isinstance(sent.content, TextContent) else "image",
+                reply_source=sent.source or None,
+                reply_to=sent.in_reply_to,
+                status="sent" if sent.ok else "failed",
+            ),
         )
         if sent.in_reply_to is not None:
             writer.mark_inbound(self.account_id, sent.in_reply_to, status=_ANSWERED[sent.outcome])
         self._bus.publish(
-            "reply.sent" if sent.ok else "reply.failed",
-            self.account_id,
-            chat_id=sent.chat_id,
-            text=text,
-            source=sent.source,
-            error=sent.error,
-            in_reply_to=sent.in_reply_to,
+            (ReplySent if sent.ok else ReplyFailed)(
+                account_id=self.account_id,
+                chat_id=sent.chat_id,
+                text=text,
+                source=sent.source,
+                error=sent.error,
+                in_reply_to=sent.in_reply_to,
+            )
         )
 
     # --- resume ---------------------------------------------------------------------------------------------
@@ -179,7 +182,7 @@ class AccountSteps:
             writer.mark_inbound(account_id, row.message_id, status="interrupted", reply_reason=reason)
             log.warning("reply interrupted by a restart", account_id=account_id, message_id=row.message_id)
             self._bus.publish(
-                "reply.interrupted", account_id, chat_id=row.chat_id, message_id=row.message_id, text=row.text
+                ReplyInterrupted(account_id=account_id, chat_id=row.chat_id, message_id=row.message_id, text=row.text)
             )
             return "interrupted"
         if row.sender_id == pipeline.session.seller_id:  # our echo or the seller typing elsewhere: nothing to do

@@ -39,7 +39,17 @@ from .policy import (
     resolve_wait,
 )
 from .prompt import AIQuery, ChatFacts, Turn, build_messages, system_prompt
-from .rules import MatchKind, ReplyKind, Rule, RuleError, RuleIndex, normalise, validate_rule
+from .rules import (
+    MatchKind,
+    ReplyKind,
+    Rule,
+    RuleError,
+    RuleIndex,
+    normalise,
+    rule_data,
+    rule_from_data,
+    validate_rule,
+)
 from .settings import AISettings, ReplySettings
 from .templates import VARIABLES, TemplateError, TemplateValues, render, validate_template
 from .try_it import TryResult, try_reply
@@ -102,6 +112,8 @@ __all__ = [
     "parse_number",
     "render",
     "resolve_wait",
+    "rule_data",
+    "rule_from_data",
     "system_prompt",
     "try_reply",
     "validate_rule",

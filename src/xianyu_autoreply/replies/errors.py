@@ -15,8 +15,8 @@ from ..protocol.errors import InputError
 class RuleError(InputError):
     """A rule that cannot be saved; `reason` is meant for the seller."""
 
-    def __init__(self, rule_id: str, reason: str) -> None:
-        super().__init__(f"rule {rule_id!r}: {reason}")
+    def __init__(self, rule_id: str | None, reason: str) -> None:
+        super().__init__(f"rule {rule_id!r}: {reason}" if rule_id is not None else reason)
         self.rule_id = rule_id
         self.reason = reason
 

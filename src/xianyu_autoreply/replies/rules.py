@@ -21,14 +21,16 @@ this order answers (a total order, so the choice never depends on the automaton 
 5. earlier in the rule list first.
 
 A rule is checked when saved (`validate_rule`); a refused rule raises `RuleError` whose message says why.
+`Rule` is the one shape of a keyword rule: the store saves and returns it, the API and the web convert to it.
 """
 
 from __future__ import annotations
 
 import enum
 import unicodedata
-from collections.abc import Iterable, Sequence
-from dataclasses import KW_ONLY, dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass, field, replace
+from typing import Any
 
 import ahocorasick
 import re2
@@ -38,6 +40,7 @@ from .errors import TemplateError
 from .templates import validate_template
 
 MAX_KEYWORD_CHARS = 200
+MAX_RULE_ID_CHARS = 64
 MAX_PATTERN_CHARS = 500
 MAX_REPLY_CHARS = 2000
 # Memory RE2 may use to compile one pattern: a pattern above it (e.g. a huge counted repetition) is refused.
@@ -63,9 +66,11 @@ class ReplyKind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One keyword rule of an account, as the seller saved it."""
+    """One keyword rule of an account, as the seller saved it: the one shape the store, engine, API and web share.
 
-    id: str
+    `id` None means "not saved yet": the store gives it one, and `RuleIndex.build` names it by its position.
+    """
+
     keyword: str
     reply: str
     _: KW_ONLY
@@ -73,16 +78,54 @@ class Rule:
     item_id: str | None = None
     priority: int = 0
     kind: ReplyKind = ReplyKind.TEXT
+    id: str | None = None
 
     def __post_init__(self) -> None:
-        # The store and the API hand over plain strings; turn them into the enums (or refuse them) here.
+        # Forms, JSON and database rows hand over plain strings; turn them into the enums (or refuse them) here.
         for name, enum_type in (("match", MatchKind), ("kind", ReplyKind)):
             value = getattr(self, name)
             if not isinstance(value, enum_type):
                 try:
                     object.__setattr__(self, name, enum_type(value))
                 except ValueError:
-                    raise RuleError(self.id, f"unknown {name} {value!r}") from None
+                    allowed = ", ".join(member.value for member in enum_type)
+                    raise RuleError(self.id, f"unknown {name} {value!r} ({name} must be one of {allowed})") from None
+
+
+def rule_from_data(data: Mapping[str, Any]) -> Rule:
+    """A rule from plain data (a REST body, a form row, imported JSON, a command): the one way in from text.
+
+    `match` and `kind` are their string values; a value of the wrong type or an unknown kind raises `RuleError`.
+    """
+    rule_id = data.get("id")
+    named = rule_id if isinstance(rule_id, str) else None
+    for name in ("keyword", "reply"):
+        if not isinstance(data.get(name), str):
+            raise RuleError(named, f"the {name} is missing or not text")
+    if rule_id is not None and not isinstance(rule_id, str):
+        raise RuleError(None, "the rule id must be text")
+    return Rule(
+        data["keyword"],
+        data["reply"],
+        match=data.get("match", MatchKind.CONTAINS),
+        item_id=data.get("item_id"),
+        priority=data.get("priority", 0),
+        kind=data.get("kind", ReplyKind.TEXT),
+        id=rule_id,
+    )
+
+
+def rule_data(rule: Rule) -> dict[str, Any]:
+    """A rule as plain JSON data, the inverse of `rule_from_data` (the REST body, the export, a command)."""
+    return {
+        "keyword": rule.keyword,
+        "reply": rule.reply,
+        "match": rule.match.value,
+        "item_id": rule.item_id,
+        "priority": rule.priority,
+        "kind": rule.kind.value,
+        "id": rule.id,
+    }
 
 
 def normalise(text: str) -> str:
@@ -98,8 +141,10 @@ def validate_rule(rule: Rule) -> None:
 
 
 def _refusal(rule: Rule) -> str | None:
-    if not rule.id:
+    if rule.id is not None and not rule.id:
         return "the rule has no id"
+    if rule.id is not None and len(rule.id) > MAX_RULE_ID_CHARS:
+        return f"the rule id is longer than {MAX_RULE_ID_CHARS} characters"
     if not isinstance(rule.priority, int) or isinstance(rule.priority, bool):
         return "the priority must be a whole number"
     if rule.item_id is not None and (not rule.item_id or rule.item_id != rule.item_id.strip()):
@@ -217,11 +262,14 @@ class RuleIndex:
 
     @classmethod
     def build(cls, rules: Iterable[Rule]) -> RuleIndex:
-        """Validate and compile rules; raises RuleError for the first refused rule or a repeated id."""
-        ordered = tuple(rules)
+        """Validate and compile rules; raises RuleError for the first refused rule or a repeated id.
+
+        A rule not saved yet (`id` None) is named by its position ("0", "1", ...), as its reply source would be.
+        """
+        ordered = tuple(rule if rule.id is not None else replace(rule, id=str(n)) for n, rule in enumerate(rules))
         keywords: dict[str, _Keyword] = {}
         patterns: dict[str, _Candidates] = {}
-        seen_ids: set[str] = set()
+        seen_ids: set[str | None] = set()
         for position, rule in enumerate(ordered):
             validate_rule(rule)
             if rule.id in seen_ids:

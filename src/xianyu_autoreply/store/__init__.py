@@ -1,9 +1,13 @@
 """Persistence: SQLAlchemy 2 async models and queries, Alembic migrations, secrets encrypted with Fernet.
 
-Imports nothing of ours but `config` and `protocol`. Open it with `await Store.open(settings)` (which migrates),
-or build `Store(Database(url), SecretBox(...))` after `await upgrade_database(url)`.
+Imports nothing of ours but `config`, `protocol` and the value types of `replies` (`replies.rules.Rule` and its
+enums, `replies.settings`): a keyword rule and the reply settings have one shape in every layer, defined in the
+lowest layer that needs them, and the store saves and returns that shape. Open it with `await Store.open(settings)`
+(which migrates), or build `Store(Database(url), SecretBox(...))` after `await upgrade_database(url)`.
 """
 
+from ..replies.rules import MatchKind as RuleMatch  # the store's name of replies' enum
+from ..replies.rules import ReplyKind, Rule
 from .crypto import SecretBox
 from .db import Database
 from .errors import (
@@ -44,11 +48,9 @@ from .records import (
     Order,
     OrderChange,
     OrderEvent,
-    ReplyKind,
+    Outbound,
     ReservedLine,
     Role,
-    Rule,
-    RuleMatch,
     StockCount,
     StockState,
     Unset,
@@ -88,6 +90,7 @@ __all__ = [
     "Order",
     "OrderChange",
     "OrderEvent",
+    "Outbound",
     "ReplyKind",
     "ReservedLine",
     "Role",

@@ -17,6 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..protocol import parse_cookie, seller_id
+from ..replies.rules import MatchKind, ReplyKind, Rule
+from ..replies.settings import AISettings, ReplySettings
 from .base import UNREADABLE, StoreBase, check_account_id, mask_api_key
 from .cluster import Fence, check_fence
 from .errors import AccountNotFound, Conflict, DecryptionError, InvalidValue
@@ -28,7 +30,6 @@ from .records import (
     AccountSettings,
     AiSettings,
     AiSettingsUpdate,
-    Rule,
     Unset,
 )
 
@@ -47,6 +48,28 @@ class ReplyConfig:
     settings: AccountSettings
     ai: AiSettings
     ai_api_key: str | None = field(repr=False)
+
+    def reply_settings(self, *, message_expire_seconds: float) -> ReplySettings:
+        """The settings the reply policy reads, from what the store holds: the one conversion between the two."""
+        settings, ai = self.settings, self.ai
+        return ReplySettings(
+            default_reply=settings.default_reply,
+            default_reply_once_per_chat=settings.default_reply_once_per_chat,
+            pause_minutes=settings.pause_minutes,
+            debounce_seconds=settings.debounce_seconds,
+            message_expire_seconds=message_expire_seconds,
+            account_name=self.remark or self.account_id,
+            ai=AISettings(
+                enabled=ai.enabled,
+                base_url=ai.base_url,
+                model=ai.model,
+                api_key=self.ai_api_key or "",
+                max_discount_percent=ai.max_discount_percent,
+                max_discount_amount=ai.max_discount_amount,
+                max_bargain_rounds=ai.max_bargain_rounds,
+                prompt=ai.prompt,
+            ),
+        )
 
 
 class AccountStore(StoreBase):
@@ -243,6 +266,8 @@ class AccountStore(StoreBase):
         if len(rules) > MAX_RULES:
             raise InvalidValue(f"at most {MAX_RULES} rules per account")
         given = [rule.id for rule in rules if rule.id is not None]
+        if not all(0 < len(rule_id) <= 64 for rule_id in given):
+            raise InvalidValue("a rule id has 1 to 64 characters")
         if len(given) != len(set(given)):
             raise InvalidValue("two rules have the same id")
         async with self.db.transaction() as s:
@@ -258,10 +283,10 @@ class AccountStore(StoreBase):
                             "position": position,
                             "keyword": rule.keyword,
                             "reply": rule.reply,
-                            "match": str(rule.match),
+                            "match": rule.match.value,
                             "item_id": rule.item_id,
                             "priority": rule.priority,
-                            "kind": str(rule.kind),
+                            "kind": rule.kind.value,
                         }
                         for position, rule in enumerate(rules)
                     ],
@@ -359,10 +384,10 @@ class AccountStore(StoreBase):
             for start in range(0, len(ids), _BULK_CHUNK):
                 chunk = ids[start : start + _BULK_CHUNK]
                 rules: dict[str, list[Rule]] = {}
-                for row in await s.scalars(
+                for rule_row in await s.scalars(
                     select(RuleRow).where(RuleRow.account_id.in_(chunk)).order_by(RuleRow.account_id, RuleRow.position)
                 ):
-                    rules.setdefault(row.account_id, []).append(_rule(row))
+                    rules.setdefault(rule_row.account_id, []).append(_rule(rule_row))
                 ai_rows = {
                     row.account_id: row
                     for row in await s.scalars(select(AiSettingsRow).where(AiSettingsRow.account_id.in_(chunk)))
@@ -487,10 +512,10 @@ def _rule(row: RuleRow) -> Rule:
     return Rule(
         row.keyword,
         row.reply,
-        match=row.match,
+        match=MatchKind(row.match),
         item_id=row.item_id,
         priority=row.priority,
-        kind=row.kind,
+        kind=ReplyKind(row.kind),
         id=row.rule_id,
     )
 

@@ -25,7 +25,7 @@ from .crypto import SecretBox
 from .db import Database
 from .errors import AccountNotFound, InvalidValue
 from .models import OPEN_INBOUND, ChatStateRow, MessageRow, table_of, utcnow
-from .records import ChatState, ChatSummary, Direction, Inbound, Message
+from .records import ChatState, ChatSummary, Direction, Inbound, Message, Outbound
 from .writer import MessageWriter, outbound_row
 
 _MESSAGE_KEY = ["account_id", "direction", "message_id"]
@@ -154,45 +154,14 @@ class MessageStore(StoreBase):
             )
             return bool(result.rowcount)  # type: ignore[attr-defined]  # DML gives a CursorResult
 
-    async def record_outbound(
-        self,
-        account_id: str,
-        message_id: str,
-        *,
-        chat_id: str,
-        text: str,
-        created_ms: int,
-        content_type: str = "text",
-        reply_source: str | None = None,
-        reply_reason: str | None = None,
-        reply_to: str | None = None,
-        status: str = "sent",
-        sender_id: str | None = None,
-        item_id: str | None = None,
-        fence: Fence | None = None,
-    ) -> Message:
+    async def record_outbound(self, account_id: str, out: Outbound, *, fence: Fence | None = None) -> Message:
         """Log a message the seller's side sent (a reply or a manual message); idempotent per message id.
 
         With a `fence` the entry is refused (`FencedOut`) once the bucket's lease moved on.
         """
         statement = (
             self._insert(table_of(MessageRow))
-            .values(
-                outbound_row(
-                    account_id,
-                    message_id,
-                    chat_id=chat_id,
-                    text=text,
-                    created_ms=created_ms,
-                    content_type=content_type,
-                    reply_source=reply_source,
-                    reply_reason=reply_reason,
-                    reply_to=reply_to,
-                    status=status,
-                    sender_id=sender_id,
-                    item_id=item_id,
-                )
-            )
+            .values(outbound_row(account_id, out))
             .on_conflict_do_nothing(index_elements=_MESSAGE_KEY)
         )
         async with self.db.transaction() as s:
@@ -206,7 +175,7 @@ class MessageStore(StoreBase):
                     select(MessageRow).where(
                         MessageRow.account_id == account_id,
                         MessageRow.direction == Direction.OUT.value,
-                        MessageRow.message_id == message_id,
+                        MessageRow.message_id == out.message_id,
                     )
                 )
             ).one()

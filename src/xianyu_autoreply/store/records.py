@@ -1,7 +1,8 @@
 """What the store hands out and takes in: frozen dataclasses, never ORM objects.
 
 Records that carry a decrypted secret say so in their name (`AccountSecrets`, `ReservedLine`, ...) and keep the
-secret out of `repr`, so that logging a record never logs a cookie.
+secret out of `repr`, so that logging a record never logs a cookie. A keyword rule is `replies.Rule`, the one
+shape every layer shares; the store saves and returns it as it is.
 """
 
 from __future__ import annotations
@@ -34,17 +35,6 @@ class Role(enum.StrEnum):
 class Direction(enum.StrEnum):
     IN = "in"
     OUT = "out"
-
-
-class RuleMatch(enum.StrEnum):
-    CONTAINS = "contains"
-    EXACT = "exact"
-    REGEX = "regex"
-
-
-class ReplyKind(enum.StrEnum):
-    TEXT = "text"
-    IMAGE = "image"
 
 
 class DeliveryKind(enum.StrEnum):
@@ -132,26 +122,6 @@ class AccountSecrets:
 
 
 @dataclass(frozen=True, slots=True)
-class Rule:
-    """A keyword rule; `id` is kept when given and generated when not, so the reply log can name it."""
-
-    keyword: str
-    reply: str
-    _: KW_ONLY
-    match: RuleMatch | str = RuleMatch.CONTAINS
-    item_id: str | None = None
-    priority: int = 0
-    kind: ReplyKind | str = ReplyKind.TEXT
-    id: str | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "match", coerce(RuleMatch, self.match, "match"))
-        object.__setattr__(self, "kind", coerce(ReplyKind, self.kind, "kind"))
-        if self.id is not None and not 0 < len(self.id) <= 64:
-            raise InvalidValue("a rule id has 1 to 64 characters")
-
-
-@dataclass(frozen=True, slots=True)
 class AccountSettings:
     """Reply settings of an account (the account-row fields pause_minutes and auto_confirm included)."""
 
@@ -234,6 +204,24 @@ class Inbound:
     item_id: str | None = None
     status: str = "received"
     event: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """A message our side sent (a reply or a manual message) as the log records it (`Store.record_outbound`)."""
+
+    message_id: str
+    _: KW_ONLY
+    chat_id: str
+    text: str
+    created_ms: int
+    content_type: str = "text"
+    reply_source: str | None = None
+    reply_reason: str | None = None
+    reply_to: str | None = None
+    status: str = "sent"
+    sender_id: str | None = None
+    item_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ from .db import WRITE_OPTION, Database, database_error
 from .errors import AccountNotFound, StoreError
 from .log_sqlite import RawLog
 from .models import MessageRow, table_of, utcnow
+from .records import Outbound
 
 log = structlog.get_logger("xianyu_autoreply.store.writer")
 
@@ -100,38 +101,24 @@ class _BatchFailed(Exception):
     """A batch of several ops hit an error that belongs to one of them: retry them one by one."""
 
 
-def outbound_row(
-    account_id: str,
-    message_id: str,
-    *,
-    chat_id: str,
-    text: str,
-    created_ms: int,
-    content_type: str,
-    reply_source: str | None,
-    reply_reason: str | None,
-    reply_to: str | None,
-    status: str,
-    sender_id: str | None,
-    item_id: str | None,
-) -> dict[str, Any]:
+def outbound_row(account_id: str, out: Outbound) -> dict[str, Any]:
     """The log row of a message our side sent: one definition for the awaited and the queued write."""
     return {
         "account_id": account_id,
-        "chat_id": chat_id,
-        "message_id": message_id,
+        "chat_id": out.chat_id,
+        "message_id": out.message_id,
         "direction": "out",
-        "sender_id": sender_id,
+        "sender_id": out.sender_id,
         "sender_nick": None,
-        "item_id": item_id,
-        "text": text,
-        "content_type": content_type,
-        "created_ms": created_ms,
+        "item_id": out.item_id,
+        "text": out.text,
+        "content_type": out.content_type,
+        "created_ms": out.created_ms,
         "recorded_at": utcnow(),
-        "status": status,
-        "reply_source": reply_source,
-        "reply_reason": reply_reason,
-        "reply_to": reply_to,
+        "status": out.status,
+        "reply_source": out.reply_source,
+        "reply_reason": out.reply_reason,
+        "reply_to": out.reply_to,
     }
 
 
@@ -225,39 +212,9 @@ class MessageWriter:
         self._submit(_Transition(params, fence, future))
         return await future
 
-    def record_outbound(
-        self,
-        account_id: str,
-        message_id: str,
-        *,
-        chat_id: str,
-        text: str,
-        created_ms: int,
-        content_type: str = "text",
-        reply_source: str | None = None,
-        reply_reason: str | None = None,
-        reply_to: str | None = None,
-        status: str = "sent",
-        sender_id: str | None = None,
-        item_id: str | None = None,
-        fence: Fence | None = None,
-    ) -> None:
+    def record_outbound(self, account_id: str, out: Outbound, *, fence: Fence | None = None) -> None:
         """`Store.record_outbound` queued: written by the next batch, not awaited (idempotent per message id)."""
-        values = outbound_row(
-            account_id,
-            message_id,
-            chat_id=chat_id,
-            text=text,
-            created_ms=created_ms,
-            content_type=content_type,
-            reply_source=reply_source,
-            reply_reason=reply_reason,
-            reply_to=reply_to,
-            status=status,
-            sender_id=sender_id,
-            item_id=item_id,
-        )
-        self._submit(_Outbound(values, fence), urgent=False)
+        self._submit(_Outbound(outbound_row(account_id, out), fence), urgent=False)
 
     def mark_inbound(
         self,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from xianyu_autoreply.store import Store
+from xianyu_autoreply.store import Outbound, Store
 from xianyu_autoreply.store.cluster import (
     ClusterStore,
     Fence,
@@ -172,7 +172,7 @@ async def test_a_write_with_the_old_epoch_is_refused_after_a_takeover(store: Sto
     with pytest.raises(FencedOut):
         await store.claim_delivery("acc", "o1", fence=old)
     with pytest.raises(FencedOut):
-        await store.record_outbound("acc", "u1", chat_id="c", text="hi", created_ms=3, fence=old)
+        await store.record_outbound("acc", Outbound("u1", chat_id="c", text="hi", created_ms=3), fence=old)
     assert await store.claim_inbound("acc", "m2", chat_id="c", created_ms=2, fence=new)
     async with store.db.read() as s:
         ids = (await s.scalars(select(MessageRow.message_id).order_by(MessageRow.id))).all()

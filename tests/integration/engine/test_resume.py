@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from xianyu_autoreply.engine.events import ReplyInterrupted
 from xianyu_autoreply.engine.scheduler import AccountScheduler, Lifecycle
 from xianyu_autoreply.protocol import now_ms
 from xianyu_autoreply.simulator import Simulator
@@ -108,11 +109,11 @@ async def test_a_reply_in_flight_at_the_crash_is_reported_interrupted_never_sent
     assert await store.begin_reply("a", pushed["message_id"], reply_source="default")  # then the process died
 
     engine = await make_engine()
-    with engine.bus.listening(kinds={"reply.interrupted"}) as events:
+    with engine.bus.listening(types={ReplyInterrupted}) as events:
         await running(engine)
         await eventually(lambda: _is(store, pushed, "interrupted"))
         event = await asyncio.wait_for(events.get(), 5)
-    assert event.data["message_id"] == pushed["message_id"]
+    assert isinstance(event, ReplyInterrupted) and event.message_id == pushed["message_id"]
     await asyncio.sleep(0.5)
     assert sim.sent(seller=seller["unb"], chat_id=pushed["chat_id"]) == []
     logged = await row(store, pushed["chat_id"], pushed["message_id"])

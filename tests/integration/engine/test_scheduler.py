@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from xianyu_autoreply.engine.events import AuthExpired
 from xianyu_autoreply.engine.scheduler import AccountScheduler, Lifecycle
 from xianyu_autoreply.platform.session import AccountSession
 from xianyu_autoreply.protocol import InvalidCookie
@@ -195,7 +196,7 @@ async def test_a_lost_login_ends_in_auth_expired(engine: AccountScheduler, sim: 
     seller = sim.create_seller()
     await engine.add("a", seller["cookie"])
     await running(engine, "a")
-    with engine.bus.listening(kinds={"account.auth_expired"}) as events:
+    with engine.bus.listening(types={AuthExpired}) as events:
         sim.set_fault("session_expired", seller=seller["unb"])
         sim.set_fault("drop", seller=seller["unb"])
         await eventually(lambda: engine.state("a").lifecycle is Lifecycle.AUTH_EXPIRED, timeout=20)

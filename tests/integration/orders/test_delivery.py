@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from xianyu_autoreply.engine.events import DeliveryFailed, StockLow
 from xianyu_autoreply.engine.scheduler import AccountScheduler
 from xianyu_autoreply.platform.session import Reply, SendOutcome, Sent
 from xianyu_autoreply.simulator import Simulator
@@ -231,13 +232,13 @@ async def test_failures_end_in_delivery_failed_with_the_reason_and_the_stock_int
 ) -> None:
     shop = await open_shop(engine, sim, [DeliveryRuleSpec("batch", lines=CARDS[:2])])
     flaky(engine, failures=100)
-    with engine.bus.listening(kinds={"delivery.failed"}) as failures:
+    with engine.bus.listening(types={DeliveryFailed}) as failures:
         paid = sim.push_order(shop.unb, status="paid", item_id=shop.item["item_id"])
         await eventually(lambda: _state(store, paid["order_id"], DeliveryState.DELIVERY_FAILED))
         event = await asyncio.wait_for(failures.get(), 5)
     (delivery,) = await store.get_deliveries("a", paid["order_id"])
     assert delivery.attempts == 3 and "platform answered 400" in (delivery.error or "")
-    assert event.data["order_id"] == paid["order_id"]
+    assert isinstance(event, DeliveryFailed) and event.order_id == paid["order_id"]
     (rule,) = await store.list_delivery_rules("a")
     assert (rule.stock.available, rule.stock.reserved) == (2, 0)
     assert sent_texts(sim, shop, paid["chat_id"]) == []
@@ -247,11 +248,11 @@ async def test_out_of_stock_warns_and_ends_in_delivery_failed(
     engine: AccountScheduler, sim: Simulator, store: Store
 ) -> None:
     shop = await open_shop(engine, sim, [DeliveryRuleSpec("batch", lines=CARDS[:1], low_stock_threshold=0)])
-    with engine.bus.listening(kinds={"stock.low"}) as low:
+    with engine.bus.listening(types={StockLow}) as low:
         first = sim.push_order(shop.unb, status="paid", item_id=shop.item["item_id"])
         await eventually(lambda: delivered(store, "a", first["order_id"]))
         warning = await asyncio.wait_for(low.get(), 5)
-        assert warning.data["available"] == 0
+        assert isinstance(warning, StockLow) and warning.available == 0
         second = sim.push_order(shop.unb, status="paid", item_id=shop.item["item_id"])
         await eventually(lambda: _state(store, second["order_id"], DeliveryState.DELIVERY_FAILED))
     (delivery,) = await store.get_deliveries("a", second["order_id"])

@@ -9,6 +9,7 @@ import pytest
 
 from xianyu_autoreply import outbound
 from xianyu_autoreply.config import OutboundSettings, Settings
+from xianyu_autoreply.engine.events import LifecycleChanged
 from xianyu_autoreply.engine.scheduler import AccountScheduler
 from xianyu_autoreply.simulator import Simulator
 from xianyu_autoreply.store import DeliveryRuleSpec, DeliveryState, Store
@@ -74,7 +75,7 @@ async def test_a_notification_url_the_policy_refuses_is_not_sent(
     host = receiver.url.removeprefix("http://")
     await store.put_notification_settings("carol", urls=[f"json://{host}/notify"], events=[])
     await store.create_account("a", "unb=1; cookie2=abc; _m_h5_tk=t_1", owner="carol", enabled=False)
-    strict_engine.bus.publish("account.state", "a", lifecycle="auth_expired", reason="gone")
+    strict_engine.bus.publish(LifecycleChanged(account_id="a", lifecycle="auth_expired", reason="gone"))
     await eventually(lambda: strict_engine.notifier.failed == 1)
     await settle()
     assert receiver.requests == [] and strict_engine.notifier.sent == 0

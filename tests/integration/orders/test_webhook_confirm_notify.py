@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from xianyu_autoreply.engine.events import LifecycleChanged, OrderPaid
 from xianyu_autoreply.engine.scheduler import AccountScheduler
 from xianyu_autoreply.simulator import Simulator
 from xianyu_autoreply.store import DeliveryRuleSpec, DeliveryState, Store
@@ -88,8 +89,8 @@ async def test_notifications_follow_the_event_filter_and_never_carry_a_cookie(
     await store.put_notification_settings("bob", urls=[f"json://{host}/notify"], events=["auth_expired"])
     shop = await open_shop(engine, sim, owner="bob")
     cookie2 = next(part for part in shop.seller["cookie"].split("; ") if part.startswith("cookie2="))
-    engine.bus.publish("order.paid", "a", order_id="1234567890")  # not in bob's filter
-    engine.bus.publish("account.state", "a", lifecycle="auth_expired", reason=f"rejected with {cookie2}")
+    engine.bus.publish(OrderPaid(account_id="a", order_id="1234567890"))  # not in bob's filter
+    engine.bus.publish(LifecycleChanged(account_id="a", lifecycle="auth_expired", reason=f"rejected with {cookie2}"))
     await eventually(lambda: receiver.bodies("/notify"))
     await settle()
     (notice,) = receiver.bodies("/notify")

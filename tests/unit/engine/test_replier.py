@@ -24,7 +24,7 @@ def replier(**settings: object) -> tuple[AccountReplier, list[Decided]]:
     async def record(d: Decided) -> None:
         log.append(d)
 
-    rules = RuleIndex.build([Rule("r1", "价格", "不议价哦，{buyer_name}")])
+    rules = RuleIndex.build([Rule("价格", "不议价哦，{buyer_name}", id="r1")])
     r = AccountReplier(
         account_id="a1",
         rules=rules,
@@ -65,7 +65,7 @@ async def test_seller_typing_elsewhere_pauses_the_chat_only() -> None:
 
 async def test_rule_changes_apply_to_the_next_message() -> None:
     r, _ = replier()
-    r.update(rules=RuleIndex.build([Rule("r2", "在吗", "在的在的")]))
+    r.update(rules=RuleIndex.build([Rule("在吗", "在的在的", id="r2")]))
     reply = await r.decide(buyer("在吗"))
     assert reply is not None and reply.text == "在的在的" and reply.source == "rule:r2"
 

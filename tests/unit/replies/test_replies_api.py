@@ -58,6 +58,8 @@ PUBLIC = {
     "parse_number",
     "render",
     "resolve_wait",
+    "rule_data",
+    "rule_from_data",
     "system_prompt",
     "try_reply",
     "validate_rule",

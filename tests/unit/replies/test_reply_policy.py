@@ -23,10 +23,10 @@ from .reply_factories import NOW, buyer, seller
 
 RULES = RuleIndex.build(
     [
-        Rule("price", "价格", "{buyer_name}你好，{item_title}一口价"),
-        Rule("item_price", "价格", "这件{item_id}不议价", item_id="special"),
-        Rule("photo", "实拍", "https://img.example/p.jpg", kind=ReplyKind.IMAGE),
-        Rule("hello", "在吗", "在的", match=MatchKind.EXACT),
+        Rule("价格", "{buyer_name}你好，{item_title}一口价", id="price"),
+        Rule("价格", "这件{item_id}不议价", item_id="special", id="item_price"),
+        Rule("实拍", "https://img.example/p.jpg", kind=ReplyKind.IMAGE, id="photo"),
+        Rule("在吗", "在的", match=MatchKind.EXACT, id="hello"),
     ]
 )
 SETTINGS = ReplySettings(default_reply="亲，稍等我看下～", pause_minutes=10)
@@ -288,7 +288,7 @@ def test_image_rule_replies_with_the_image() -> None:
 
 
 def test_rule_rendering_to_nothing_sends_nothing() -> None:
-    rules = RuleIndex.build([Rule("title", "标题", "{item_title}")])
+    rules = RuleIndex.build([Rule("标题", "{item_title}", id="title")])
     decision = Account(rules=rules).receive(buyer("标题"))
     assert (decision.action, decision.reason, decision.source) == (Action.NONE, Reason.EMPTY_REPLY, "rule:title")
 

@@ -24,34 +24,34 @@ def winner(rules: list[Rule], text: str, item_id: str | None = None) -> str | No
 
 
 def test_contains_matches_anywhere_in_the_message() -> None:
-    assert winner([Rule("r1", "价格", "100元")], "请问这个价格多少") == "r1"
+    assert winner([Rule("价格", "100元", id="r1")], "请问这个价格多少") == "r1"
 
 
 def test_contains_is_case_insensitive() -> None:
-    assert winner([Rule("r1", "iPhone", "x")], "IPHONE 还在吗") == "r1"
+    assert winner([Rule("iPhone", "x", id="r1")], "IPHONE 还在吗") == "r1"
 
 
 def test_full_width_letters_and_digits_match_ascii_keywords() -> None:
-    assert winner([Rule("r1", "qq1", "x")], "ＱＱ１") == "r1"
+    assert winner([Rule("qq1", "x", id="r1")], "ＱＱ１") == "r1"
 
 
 def test_exact_matches_only_the_whole_trimmed_message() -> None:
-    rules = [Rule("r1", "在吗", "在的", match=EXACT)]
+    rules = [Rule("在吗", "在的", match=EXACT, id="r1")]
     assert winner(rules, "  在吗 ") == "r1"
     assert winner(rules, "在吗？") is None
 
 
 def test_regex_searches_the_message() -> None:
-    assert winner([Rule("r1", r"\d+元", "x", match=REGEX)], "80元行吗") == "r1"
+    assert winner([Rule(r"\d+元", "x", match=REGEX, id="r1")], "80元行吗") == "r1"
 
 
 def test_regex_is_case_sensitive_unless_it_says_so() -> None:
-    assert winner([Rule("r1", "abc", "x", match=REGEX)], "ABC") is None
-    assert winner([Rule("r1", "(?i)abc", "x", match=REGEX)], "ABC") == "r1"
+    assert winner([Rule("abc", "x", match=REGEX, id="r1")], "ABC") is None
+    assert winner([Rule("(?i)abc", "x", match=REGEX, id="r1")], "ABC") == "r1"
 
 
 def test_no_rule_matches_unrelated_text() -> None:
-    assert winner([Rule("r1", "价格", "x")], "你好") is None
+    assert winner([Rule("价格", "x", id="r1")], "你好") is None
 
 
 def test_empty_index_matches_nothing() -> None:
@@ -62,7 +62,7 @@ def test_empty_index_matches_nothing() -> None:
 
 
 def test_item_rule_applies_only_to_its_item() -> None:
-    rules = [Rule("r1", "价格", "x", item_id="42")]
+    rules = [Rule("价格", "x", item_id="42", id="r1")]
     assert winner(rules, "价格", item_id="42") == "r1"
     assert winner(rules, "价格", item_id="7") is None
     assert winner(rules, "价格") is None
@@ -72,47 +72,51 @@ def test_item_rule_applies_only_to_its_item() -> None:
 
 
 def test_item_rule_beats_general_rule_even_with_lower_priority() -> None:
-    rules = [Rule("general", "价格", "x", priority=9), Rule("item", "价", "y", item_id="42")]
+    rules = [Rule("价格", "x", priority=9, id="general"), Rule("价", "y", item_id="42", id="item")]
     assert winner(rules, "价格", item_id="42") == "item"
     assert winner(rules, "价格", item_id="7") == "general"
 
 
 def test_higher_priority_wins() -> None:
-    rules = [Rule("low", "价格", "x"), Rule("high", "价", "y", priority=1)]
+    rules = [Rule("价格", "x", id="low"), Rule("价", "y", priority=1, id="high")]
     assert winner(rules, "价格") == "high"
 
 
 def test_exact_beats_contains_beats_regex() -> None:
-    rules = [Rule("re", "价", "x", match=REGEX), Rule("contains", "价", "y"), Rule("exact", "价", "z", match=EXACT)]
+    rules = [
+        Rule("价", "x", match=REGEX, id="re"),
+        Rule("价", "y", id="contains"),
+        Rule("价", "z", match=EXACT, id="exact"),
+    ]
     assert winner(rules, "价") == "exact"
     assert winner(rules, "价格") == "contains"
     assert winner(rules[:1], "价格") == "re"
 
 
 def test_longer_keyword_wins() -> None:
-    rules = [Rule("short", "包邮", "x"), Rule("long", "包邮吗", "y")]
+    rules = [Rule("包邮", "x", id="short"), Rule("包邮吗", "y", id="long")]
     assert winner(rules, "这个包邮吗") == "long"
 
 
 def test_earlier_rule_wins_a_full_tie() -> None:
-    rules = [Rule("first", "价格", "x"), Rule("second", "价格", "y")]
+    rules = [Rule("价格", "x", id="first"), Rule("价格", "y", id="second")]
     assert winner(rules, "价格") == "first"
 
 
 def test_matches_lists_every_match_in_winning_order() -> None:
     rules = [
-        Rule("re", r"\d+", "a", match=REGEX),
-        Rule("short", "价", "b"),
-        Rule("long", "价格", "c"),
-        Rule("prio", "格", "d", priority=2),
-        Rule("item", "价", "e", item_id="42"),
-        Rule("other_item", "价", "f", item_id="7"),
+        Rule(r"\d+", "a", match=REGEX, id="re"),
+        Rule("价", "b", id="short"),
+        Rule("价格", "c", id="long"),
+        Rule("格", "d", priority=2, id="prio"),
+        Rule("价", "e", item_id="42", id="item"),
+        Rule("价", "f", item_id="7", id="other_item"),
     ]
     assert ids(RuleIndex.build(rules), "价格 100", item_id="42") == ["item", "prio", "long", "short", "re"]
 
 
 def test_a_keyword_found_twice_is_listed_once() -> None:
-    assert ids(RuleIndex.build([Rule("r1", "好", "x")]), "好好好") == ["r1"]
+    assert ids(RuleIndex.build([Rule("好", "x", id="r1")]), "好好好") == ["r1"]
 
 
 # --- validation ----------------------------------------------------------------------------------------------
@@ -121,21 +125,21 @@ def test_a_keyword_found_twice_is_listed_once() -> None:
 @pytest.mark.parametrize(
     ("rule", "reason"),
     [
-        (Rule("r1", "   ", "x"), "keyword is empty"),
-        (Rule("r1", "k", "  "), "reply is empty"),
-        (Rule("r1", "k", "你好{buyer}"), "unknown variable {buyer}"),
-        (Rule("r1", "k", "a } b"), "no opening brace"),
-        (Rule("r1", "k", "x" * 2001), "longer than"),
-        (Rule("r1", "k" * 201, "x"), "longer than 200"),
-        (Rule("r1", "k", "not a url", kind=ReplyKind.IMAGE), "http(s) URL"),
-        (Rule("r1", "(?=a)b", "x", match=REGEX), "not valid for RE2"),
-        (Rule("r1", r"(a)\1", "x", match=REGEX), "not valid for RE2"),
-        (Rule("r1", "(unclosed", "x", match=REGEX), "missing )"),
-        (Rule("r1", r"\pL{1000}", "x", match=REGEX), "pattern too large"),
-        (Rule("r1", "a" * 501, "x", match=REGEX), "longer than 500"),
-        (Rule("r1", "a*", "x", match=REGEX), "matches an empty message"),
-        (Rule("", "k", "x"), "no id"),
-        (Rule("r1", "k", "x", item_id=" 42"), "item id"),
+        (Rule("   ", "x", id="r1"), "keyword is empty"),
+        (Rule("k", "  ", id="r1"), "reply is empty"),
+        (Rule("k", "你好{buyer}", id="r1"), "unknown variable {buyer}"),
+        (Rule("k", "a } b", id="r1"), "no opening brace"),
+        (Rule("k", "x" * 2001, id="r1"), "longer than"),
+        (Rule("k" * 201, "x", id="r1"), "longer than 200"),
+        (Rule("k", "not a url", kind=ReplyKind.IMAGE, id="r1"), "http(s) URL"),
+        (Rule("(?=a)b", "x", match=REGEX, id="r1"), "not valid for RE2"),
+        (Rule(r"(a)\1", "x", match=REGEX, id="r1"), "not valid for RE2"),
+        (Rule("(unclosed", "x", match=REGEX, id="r1"), "missing )"),
+        (Rule(r"\pL{1000}", "x", match=REGEX, id="r1"), "pattern too large"),
+        (Rule("a" * 501, "x", match=REGEX, id="r1"), "longer than 500"),
+        (Rule("a*", "x", match=REGEX, id="r1"), "matches an empty message"),
+        (Rule("k", "x", id=""), "no id"),
+        (Rule("k", "x", item_id=" 42", id="r1"), "item id"),
     ],
 )
 def test_refused_rule_says_why(rule: Rule, reason: str) -> None:
@@ -147,40 +151,40 @@ def test_refused_rule_says_why(rule: Rule, reason: str) -> None:
 
 def test_unknown_match_kind_is_refused() -> None:
     with pytest.raises(RuleError, match="unknown match"):
-        Rule("r1", "k", "x", match="fuzzy")  # type: ignore[arg-type]
+        Rule("k", "x", match="fuzzy", id="r1")  # type: ignore[arg-type]
 
 
 def test_match_kind_given_as_string_is_accepted() -> None:
-    rule = Rule("r1", "k", "x", match="exact", kind="image")  # type: ignore[arg-type]
+    rule = Rule("k", "x", match="exact", kind="image", id="r1")  # type: ignore[arg-type]
     assert rule.match is EXACT
     assert rule.kind is ReplyKind.IMAGE
 
 
 def test_build_refuses_an_invalid_rule() -> None:
     with pytest.raises(RuleError, match="r2"):
-        RuleIndex.build([Rule("r1", "k", "x"), Rule("r2", "", "x")])
+        RuleIndex.build([Rule("k", "x", id="r1"), Rule("", "x", id="r2")])
 
 
 def test_build_refuses_a_repeated_id() -> None:
     with pytest.raises(RuleError, match="same id"):
-        RuleIndex.build([Rule("r1", "a", "x"), Rule("r1", "b", "y")])
+        RuleIndex.build([Rule("a", "x", id="r1"), Rule("b", "y", id="r1")])
 
 
 def test_nested_quantifier_pattern_is_accepted_and_matches_in_linear_time() -> None:
     # `(a+)+$` hangs a backtracking engine on "aaaa...b"; RE2 guarantees linear time, so it is safe to accept.
-    index = RuleIndex.build([Rule("r1", "(a+)+$", "x", match=REGEX)])
+    index = RuleIndex.build([Rule("(a+)+$", "x", match=REGEX, id="r1")])
     started = time.perf_counter()
     assert index.match("a" * 50_000 + "b") is None
     assert time.perf_counter() - started < 1.0
 
 
 def test_message_with_a_lone_surrogate_does_not_break_regex_matching() -> None:
-    index = RuleIndex.build([Rule("r1", "a.b", "x", match=REGEX)])
+    index = RuleIndex.build([Rule("a.b", "x", match=REGEX, id="r1")])
     assert index.match("a\ud800b") is not None
 
 
 def test_many_regex_rules_are_all_searched() -> None:
-    rules = [Rule(f"r{n}", f"code{n}x", "x", match=REGEX) for n in range(1200)]
+    rules = [Rule(f"code{n}x", "x", match=REGEX, id=f"r{n}") for n in range(1200)]
     index = RuleIndex.build(rules)
     assert index.match("my code1199x please").id == "r1199"  # type: ignore[union-attr]
     assert index.match("code0x").id == "r0"  # type: ignore[union-attr]
@@ -227,12 +231,12 @@ def rule_sets(draw: st.DrawFn) -> list[Rule]:
             keyword = draw(st.text(_ALPHABET, min_size=1, max_size=3).filter(lambda k: k.strip()))
         rules.append(
             Rule(
-                f"r{n}",
                 keyword,
                 "reply",
                 match=match,
                 item_id=draw(st.sampled_from([None, None, "1", "2"])),
                 priority=draw(st.integers(min_value=-1, max_value=1)),
+                id=f"r{n}",
             )
         )
     return rules

@@ -6,9 +6,9 @@ from xianyu_autoreply.replies.try_it import TryResult, try_reply
 
 RULES = RuleIndex.build(
     [
-        Rule("price", "价格", "{buyer_name}你好，不议价"),
-        Rule("item", "价格", "这件包邮", item_id="42"),
-        Rule("photo", "实拍", "https://img.example/p.jpg", kind=ReplyKind.IMAGE),
+        Rule("价格", "{buyer_name}你好，不议价", id="price"),
+        Rule("价格", "这件包邮", item_id="42", id="item"),
+        Rule("实拍", "https://img.example/p.jpg", kind=ReplyKind.IMAGE, id="photo"),
     ]
 )
 SETTINGS = ReplySettings(default_reply="稍等哦", debounce_seconds=3)

@@ -11,9 +11,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Response
 
 from ...store import (
-    UNSET,
-    AccountSettings,
-    AiSettingsUpdate,
     DeliveryRuleSpec,
     Role,
     StoreError,
@@ -28,7 +25,6 @@ from ..schemas import (
     AccountOut,
     AccountPatch,
     AccountState,
-    AiOut,
     BulkIn,
     BulkOut,
     BulkResult,
@@ -178,21 +174,12 @@ async def get_rules(account_id: AccountId, user: Caller, ops: Ops) -> list[RuleI
 @router.put("/{account_id}/rules", response_model=list[RuleIO], summary="Replace the keyword rules atomically")
 async def put_rules(account_id: AccountId, body: list[RuleIO], user: Caller, ops: Ops) -> list[RuleIO]:
     await ops.visible(user, account_id)
-    saved = await ops.set_rules(account_id, [r.to_store() for r in body], actor=user.username)
+    saved = await ops.set_rules(account_id, [r.to_rule() for r in body], actor=user.username)
     return [RuleIO.of(r) for r in saved]
 
 
 async def _settings_out(ops: AccountOperations, account_id: str) -> SettingsOut:
-    settings = await ops.store.get_settings(account_id)
-    ai = await ops.store.get_ai_settings(account_id)
-    return SettingsOut(
-        default_reply=settings.default_reply,
-        default_reply_once_per_chat=settings.default_reply_once_per_chat,
-        auto_confirm=settings.auto_confirm,
-        pause_minutes=settings.pause_minutes,
-        debounce_seconds=settings.debounce_seconds,
-        ai=AiOut.of(ai),
-    )
+    return SettingsOut.of(await ops.store.get_settings(account_id), await ops.store.get_ai_settings(account_id))
 
 
 @router.get("/{account_id}/settings", response_model=SettingsOut, summary="Reply and AI settings (API key masked)")
@@ -204,26 +191,7 @@ async def get_settings(account_id: AccountId, user: Caller, ops: Ops) -> Setting
 @router.put("/{account_id}/settings", response_model=SettingsOut, summary="Replace reply (and AI) settings")
 async def put_settings(account_id: AccountId, body: SettingsIn, user: Caller, ops: Ops) -> SettingsOut:
     await ops.visible(user, account_id)
-    settings = AccountSettings(
-        default_reply=body.default_reply,
-        default_reply_once_per_chat=body.default_reply_once_per_chat,
-        debounce_seconds=body.debounce_seconds,
-        pause_minutes=body.pause_minutes,
-        auto_confirm=body.auto_confirm,
-    )
-    ai = None
-    if body.ai is not None:
-        key = UNSET if "api_key" not in body.ai.model_fields_set else (body.ai.api_key or None)
-        ai = AiSettingsUpdate(
-            enabled=body.ai.enabled,
-            base_url=body.ai.base_url or None,
-            model=body.ai.model,
-            max_discount_percent=body.ai.max_discount_percent,
-            max_discount_amount=body.ai.max_discount_amount,
-            max_bargain_rounds=body.ai.max_bargain_rounds,
-            prompt=body.ai.prompt,
-            api_key=key,
-        )
+    settings, ai = body.to_store()
     await ops.set_settings(account_id, settings, ai=ai, actor=user.username)
     return await _settings_out(ops, account_id)
 

@@ -17,13 +17,11 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
-from ...engine.events import EngineEvent, EventBus
+from ...engine.events import AccountAdded, Event, EventBus, EventsDropped, LifecycleChanged
 from ...store import AccountNotFound, Role, Store, User
 from ..auth import current_user
 
 router = APIRouter(tags=["events"])
-
-_FORGET = frozenset({"account.added", "account.deleted"})
 
 
 class Visibility:
@@ -34,13 +32,13 @@ class Visibility:
         self.user = user
         self._known: dict[str, bool] = {}
 
-    async def allows(self, event: EngineEvent) -> bool:
+    async def allows(self, event: Event) -> bool:
         if self.user.role is Role.ADMIN:
             return True
         account_id = event.account_id
         if account_id is None:
             return False  # engine-wide events are for admins
-        if event.kind in _FORGET or event.data.get("lifecycle") == "deleted":
+        if isinstance(event, AccountAdded) or (isinstance(event, LifecycleChanged) and event.lifecycle == "deleted"):
             self._known.pop(account_id, None)
         seen = self._known.get(account_id)
         if seen is None:
@@ -52,7 +50,7 @@ class Visibility:
         return seen
 
 
-def _frame(event: EngineEvent) -> bytes:
+def _frame(event: Event) -> bytes:
     data = {"kind": event.kind, "account_id": event.account_id, "at_ms": event.at_ms, **event.data}
     payload = orjson.dumps(data, default=str).decode("utf-8")
     return f"event: {event.kind}\ndata: {payload}\n\n".encode()
@@ -77,11 +75,11 @@ async def _stream(
                 if not done:
                     yield b": ping\n\n"
                 continue
-            event: EngineEvent = getter.result()
+            event: Event = getter.result()
             getter = None
             if subscription is not None and subscription.dropped != dropped:
                 lost, dropped = subscription.dropped - dropped, subscription.dropped
-                yield _frame(EngineEvent("events.dropped", None, {"count": lost}))
+                yield _frame(EventsDropped(count=lost))
             if await visibility.allows(event):
                 yield _frame(event)
     finally:

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
-from ...engine.events import EngineEvent
+from ...engine.events import AccountAdded, Event, LifecycleChanged, MessageIn, ReplyFailed, ReplySent
 from ...store import AccountNotFound, User
 from ..auth import optional_user
 from ..errors import ApiError, not_found
@@ -38,7 +38,7 @@ COALESCE_SECONDS = 0.3
 CHAT_LIST_INTERVAL = 1.0  # the chat list is fetched again at most this often
 CHATS_NUDGE = b"event: chats\ndata: changed\n\n"
 SNAPSHOT_LIMIT = 200  # accounts re-sent when a dashboard connects; a larger list is current as of its render
-_CHAT_KINDS = frozenset({"message.in", "reply.sent", "reply.failed"})
+_CHAT_EVENTS = (MessageIn, ReplySent, ReplyFailed)
 _SSE_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
@@ -50,7 +50,7 @@ class View:
     account_id: str | None = None
     chat_id: str | None = None
 
-    def wants(self, event: EngineEvent) -> bool:
+    def wants(self, event: Event) -> bool:
         """Whether an event concerns what this page shows."""
         if self.name == "dashboard":
             return event.account_id is not None
@@ -112,13 +112,13 @@ async def _stream(
             waiting = {stop} | ({getter} if getter is not None else set())
             done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if getter is not None and getter in done:
-                event: EngineEvent = getter.result()
+                event: Event = getter.result()
                 getter = None
                 if view.name == "dashboard" and event.account_id is not None and _changes_the_list(event, shown):
                     # Deleted: no longer visible to the ownership check, but this page shows it.
-                    if event.kind == "account.added" and not await visibility.allows(event):
+                    if isinstance(event, AccountAdded) and not await visibility.allows(event):
                         continue
-                    shown.symmetric_difference_update({event.account_id})
+                    shown.symmetric_difference_update({event.account_id or ""})
                     yield b"event: accounts\ndata: changed\n\n"
                     continue
                 if view.wants(event) and await visibility.allows(event):
@@ -128,7 +128,7 @@ async def _stream(
                         if not dirty:
                             flush_at = time.monotonic() + COALESCE_SECONDS
                         dirty.add(event.account_id)
-                    elif view.name == "chats" and event.kind in _CHAT_KINDS and event.account_id is not None:
+                    elif view.name == "chats" and isinstance(event, _CHAT_EVENTS) and event.account_id is not None:
                         # At once when the list was not nudged lately, else when the interval is over.
                         if not dirty:
                             flush_at = max(time.monotonic(), nudged_at + CHAT_LIST_INTERVAL)
@@ -156,22 +156,22 @@ async def _stream(
             subscription.close()
 
 
-def _changes_the_list(event: EngineEvent, shown: set[str]) -> bool:
+def _changes_the_list(event: Event, shown: set[str]) -> bool:
     """An account appeared, or one the page shows was deleted."""
     if event.account_id is None:
         return False
-    if event.kind == "account.added":
+    if isinstance(event, AccountAdded):
         return event.account_id not in shown
-    deleted = event.kind == "account.state" and event.data.get("lifecycle") == "deleted"
+    deleted = isinstance(event, LifecycleChanged) and event.lifecycle == "deleted"
     return deleted and event.account_id in shown
 
 
-async def _immediate(ops: AccountOperations, view: View, event: EngineEvent, t: Any) -> list[bytes]:
+async def _immediate(ops: AccountOperations, view: View, event: Event, t: Any) -> list[bytes]:
     """Frames sent at once: new chat lines (the chat list's nudge is throttled by the stream)."""
-    if event.kind not in _CHAT_KINDS or event.account_id is None:
+    if not isinstance(event, _CHAT_EVENTS) or event.account_id is None:
         return []
-    if view.name == "chat" and event.data.get("chat_id") == view.chat_id:
-        source = str(event.data.get("source") or "")
+    if view.name == "chat" and event.chat_id == view.chat_id:
+        source = "" if isinstance(event, MessageIn) else event.source
         rules = await rule_names(ops.store, event.account_id) if source.startswith("rule:") else None
         line = event_line(event, t, rules)
         if line is not None:

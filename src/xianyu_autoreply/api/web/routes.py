@@ -12,6 +12,7 @@ import hmac
 import json
 import secrets
 from collections.abc import Awaitable
+from dataclasses import asdict
 from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
@@ -305,13 +306,7 @@ async def _export_account(ops: AccountOperations, account_id: str) -> dict[str, 
         "id": account.id,
         "remark": account.remark,
         "enabled": account.enabled,
-        "settings": {
-            "default_reply": settings.default_reply,
-            "default_reply_once_per_chat": settings.default_reply_once_per_chat,
-            "debounce_seconds": settings.debounce_seconds,
-            "pause_minutes": settings.pause_minutes,
-            "auto_confirm": settings.auto_confirm,
-        },
+        "settings": asdict(settings),  # the record's fields, in its order
         "rules": [rule_json(r) for r in await ops.store.get_rules(account_id)],
     }
 

@@ -1,4 +1,4 @@
-"""The rules editor's inputs as store `Rule`s: the form's parallel columns, and JSON (the export's format).
+"""The rules editor's inputs as `Rule`s (replies' one shape of a rule): the form's columns, and JSON (the export).
 
 Pure functions, so the web handlers stay thin; a row the seller cannot have meant (no keyword, no reply, a
 priority that is not a number) is refused with its number, before anything is saved.
@@ -11,7 +11,8 @@ from typing import Any
 
 from starlette.datastructures import FormData
 
-from ...store import InvalidValue, Rule
+from ...replies import Rule, RuleError, rule_data, rule_from_data
+from ...store import InvalidValue
 from ..schemas import storable_text_problem
 
 __all__ = ["displayable", "rule_json", "rules_from_form", "rules_from_json", "to_rules"]
@@ -19,14 +20,7 @@ __all__ = ["displayable", "rule_json", "rules_from_form", "rules_from_json", "to
 
 def rule_json(rule: Rule) -> dict[str, Any]:
     """A rule as exported (and importable again)."""
-    return {
-        "keyword": rule.keyword,
-        "reply": rule.reply,
-        "match": str(rule.match),
-        "item_id": rule.item_id,
-        "priority": rule.priority,
-        "kind": str(rule.kind),
-    }
+    return {name: value for name, value in rule_data(rule).items() if name != "id"}
 
 
 def rules_from_form(form: FormData) -> list[dict[str, Any]]:
@@ -92,14 +86,16 @@ def to_rules(rows: list[dict[str, Any]]) -> list[Rule]:
         except (TypeError, ValueError):
             raise InvalidValue(f"rule {n}: the priority must be a whole number") from None
         item_id = row.get("item_id")
-        rules.append(
-            Rule(
-                keyword.strip(),
-                reply,
-                match=str(row.get("match") or "contains"),
-                item_id=str(item_id).strip() or None if item_id else None,
-                priority=priority,
-                kind=str(row.get("kind") or "text"),
-            )
-        )
+        fields = {
+            "keyword": keyword.strip(),
+            "reply": reply,
+            "match": str(row.get("match") or "contains"),
+            "item_id": str(item_id).strip() or None if item_id else None,
+            "priority": priority,
+            "kind": str(row.get("kind") or "text"),
+        }
+        try:
+            rules.append(rule_from_data(fields))
+        except RuleError as exc:
+            raise InvalidValue(f"rule {n}: {exc.reason}") from None
     return rules

@@ -9,11 +9,10 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import func, select
 
-from ...engine.events import EngineEvent
+from ...engine.events import Event, MessageIn, ReplyFailed, ReplySent
 from ...engine.scheduler import AccountScheduler, AccountState, Lifecycle
 from ...protocol import now_ms
 from ...store import Account, AccountNotFound, Direction, Message, Role, Store, User
@@ -111,9 +110,7 @@ class AccountRow:
     since_iso: str
 
 
-async def account_rows(
-    store: Store, engine: AccountScheduler | None, accounts: Iterable[Account]
-) -> list[AccountRow]:
+async def account_rows(store: Store, engine: AccountScheduler | None, accounts: Iterable[Account]) -> list[AccountRow]:
     """Dashboard rows for `accounts`: engine state plus today's counts (one query for all)."""
     accounts = list(accounts)
     counts = await today_counts(store, [a.id for a in accounts])
@@ -192,30 +189,29 @@ def message_line(
     )
 
 
-def event_line(event: EngineEvent, t: Translator, rules: Mapping[str, str] | None = None) -> ChatLine | None:
+def event_line(event: Event, t: Translator, rules: Mapping[str, str] | None = None) -> ChatLine | None:
     """A live `message.in` / `reply.sent` / `reply.failed` event as a chat line (None for other kinds)."""
-    data: Mapping[str, Any] = event.data
-    if event.kind == "message.in":
-        if data.get("own"):
+    if isinstance(event, MessageIn):
+        if event.own:
             # Mostly the platform's echo of a reply whose own `reply.sent` line is shown; the event cannot tell
             # an echo from a message the seller typed elsewhere, which the page shows when loaded again.
             return None
         return ChatLine(
             direction="in",
-            text=str(data.get("text") or ""),
-            who=str(data.get("sender") or t("chat.buyer")),
+            text=event.text,
+            who=event.sender or t("chat.buyer"),
             when=_clock(event.at_ms),
         )
-    if event.kind in ("reply.sent", "reply.failed"):
-        source = str(data.get("source") or "") or None
+    if isinstance(event, ReplySent | ReplyFailed):
+        source = event.source or None
         return ChatLine(
             direction="out",
-            text=str(data.get("text") or ""),
+            text=event.text,
             who=t("chat.seller") if source in (None, "manual") else t("chat.auto"),
             when=_clock(event.at_ms),
             source=source,
             source_label=source_label(source, t, rules),
-            status="failed" if event.kind == "reply.failed" else "sent",
+            status="failed" if isinstance(event, ReplyFailed) else "sent",
         )
     return None
 

@@ -29,11 +29,12 @@ from ...store import (
     ReservedLine,
     Store,
 )
-from ..events import EventBus
+from ..events import DeliveryFailed, DeliverySent, EventBus, StockLow
 from .machine import DeliveryOptions, NotSent, Permanent, Stale, UnitStep, due_at, stale_verdict, text_goods, unit_step
 from .webhook import GoodsWebhook, WebhookBlocked, WebhookError
 
 log = structlog.get_logger("xianyu_autoreply.orders")
+
 
 class AccountLink(Protocol):
     """What the desk needs of an account that is online: its cookie (MTOP calls) and a way to send (the
@@ -223,13 +224,14 @@ class Courier:
             count_attempt=False,
         )
         self.bus.publish(
-            "delivery.sent",
-            order.account_id,
-            order_id=order.order_id,
-            unit=done.unit,
-            rule_id=rule.id,
-            rule_kind=rule.kind.value,
-            attempts=done.attempts,
+            DeliverySent(
+                account_id=order.account_id,
+                order_id=order.order_id,
+                unit=done.unit,
+                rule_id=rule.id,
+                rule_kind=rule.kind.value,
+                attempts=done.attempts,
+            )
         )
         if line is not None:
             counts = await self.store.stock_counts(rule.id)
@@ -338,13 +340,14 @@ class Courier:
             error=delivery.error,
         )
         self.bus.publish(
-            "delivery.failed",
-            delivery.account_id,
-            order_id=delivery.order_id,
-            unit=delivery.unit,
-            rule_id=delivery.rule_id,
-            error=delivery.error,
-            attempts=delivery.attempts,
+            DeliveryFailed(
+                account_id=delivery.account_id,
+                order_id=delivery.order_id,
+                unit=delivery.unit,
+                rule_id=delivery.rule_id,
+                error=delivery.error,
+                attempts=delivery.attempts,
+            )
         )
 
     def _warn_low(
@@ -357,4 +360,4 @@ class Courier:
         if rule_id in self._low:
             return
         self._low.add(rule_id)
-        self.bus.publish("stock.low", account_id, rule_id=rule_id, available=available, threshold=threshold)
+        self.bus.publish(StockLow(account_id=account_id, rule_id=rule_id, available=available, threshold=threshold))

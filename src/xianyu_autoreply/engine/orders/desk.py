@@ -21,7 +21,7 @@ from ...platform.mtop_client import MtopApi
 from ...protocol import OrderEvent, OrderStatus
 from ...store import DeliveryRule, DeliveryState, InvalidTransition, NotFound, Order, OrderChange, Store
 from ...store.cluster import Fence, FencedOut
-from ..events import EventBus
+from ..events import EventBus, OrderPaid, OrderShipped, OrderStatusChanged, ShipmentFailed, StockReturned
 from .courier import AccountLink, Courier, SessionFor
 from .machine import DeliveryOptions, all_sent, choose_rule, needs_title, next_status, takes_goods_back
 from .webhook import GoodsWebhook, HttpGoodsWebhook
@@ -134,17 +134,18 @@ class OrderDesk:
         order = change.order
         if change.status_changed:
             self.bus.publish(
-                "order.status",
-                account_id,
-                order_id=order.order_id,
-                status=order.status,
-                previous=change.previous_status,
-                item_id=order.item_id,
-                chat_id=order.chat_id,
+                OrderStatusChanged(
+                    account_id=account_id,
+                    order_id=order.order_id,
+                    status=order.status,
+                    previous=change.previous_status,
+                    item_id=order.item_id,
+                    chat_id=order.chat_id,
+                )
             )
         if order.status == "paid":
             if change.status_changed:
-                self.bus.publish("order.paid", account_id, order_id=order.order_id, item_id=order.item_id)
+                self.bus.publish(OrderPaid(account_id=account_id, order_id=order.order_id, item_id=order.item_id))
             self._schedule(account_id, order.order_id)
         elif takes_goods_back(order.status, change.previous_status):
             await self._return_lines(order)
@@ -314,12 +315,12 @@ class OrderDesk:
                             await self.store.record_order(
                                 account_id, order_id, status="shipped", detail={"event": "auto_confirm"}
                             )
-                    self.bus.publish("order.shipped", account_id, order_id=order_id, source="auto_confirm")
+                    self.bus.publish(OrderShipped(account_id=account_id, order_id=order_id, source="auto_confirm"))
                     return
             if attempt < self.options.confirm_attempts:
                 await asyncio.sleep(self.options.retry_delay(attempt))
         log.warning("shipment not confirmed", account_id=account_id, order_id=order_id, error=error)
-        self.bus.publish("shipment.failed", account_id, order_id=order_id, error=error)
+        self.bus.publish(ShipmentFailed(account_id=account_id, order_id=order_id, error=error))
 
     async def _return_lines(self, order: Order) -> None:
         """After a refund: each delivered batch line goes back to stock or to `returned`, as its rule says."""
@@ -331,10 +332,11 @@ class OrderDesk:
             except (InvalidTransition, NotFound):
                 continue  # already returned (a repeated refund event)
             self.bus.publish(
-                "stock.returned",
-                order.account_id,
-                order_id=order.order_id,
-                unit=delivery.unit,
-                rule_id=delivery.rule_id,
-                state=state.value,
+                StockReturned(
+                    account_id=order.account_id,
+                    order_id=order.order_id,
+                    unit=delivery.unit,
+                    rule_id=delivery.rule_id,
+                    state=state.value,
+                )
             )
