@@ -89,8 +89,9 @@ def serve(
 
 @app.command()
 def demo(
-    port: Annotated[int, typer.Option(help="Admin port (a busy one is replaced by a free one; 0 picks one).", min=0,
-                                      max=65535)] = 8080,
+    port: Annotated[
+        int, typer.Option(help="Admin port (a busy one is replaced by a free one; 0 picks one).", min=0, max=65535)
+    ] = 8080,
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Keep the demo's database here (default: a temporary dir).")
     ] = None,

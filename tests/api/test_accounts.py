@@ -43,7 +43,14 @@ async def test_an_added_account_starts_and_its_state_says_running(api: Api) -> N
     account_id, seller = await api.account(client, remark="店铺一")
     state = await api.running(client, account_id)
     assert set(state) == {
-        "lifecycle", "connection", "since", "last_error", "reconnects", "messages_in", "replies_out", "node"
+        "lifecycle",
+        "connection",
+        "since",
+        "last_error",
+        "reconnects",
+        "messages_in",
+        "replies_out",
+        "node",
     }
     assert state["node"] is None, "one process runs everything: no worker to name"
     assert len(open_connections(api, seller)) == 1

@@ -835,8 +835,6 @@ class AccountScheduler:
         return lock
 
 
-
-
 def _price(value: str | None) -> Decimal | None:
     if not value:
         return None

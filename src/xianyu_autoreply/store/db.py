@@ -144,7 +144,10 @@ class Database:
             return None
         engine = create_engine(
             # Two: the log writer keeps one raw connection for its unfenced batches (log_sqlite.py).
-            self.url.set(drivername="sqlite"), pool_size=2, max_overflow=0, connect_args={"check_same_thread": False}
+            self.url.set(drivername="sqlite"),
+            pool_size=2,
+            max_overflow=0,
+            connect_args={"check_same_thread": False},
         )
         install_sqlite_listeners(engine, foreign_keys=True)
         return engine.execution_options(**{WRITE_OPTION: True})

@@ -320,9 +320,7 @@ async def test_a_paused_worker_sends_nothing_after_its_lease_and_a_fourth_worker
         await until(fleet.everyone_once, timeout=TTL + 10)
         await fleet.all_answered(among=only_w0)
         await asyncio.sleep(2.0)
-        sent = {
-            (a, c): fleet.sim.sent(seller=fleet.seller_of[a], chat_id=c) for a, c, m in fleet.asked if m in only_w0
-        }
+        sent = {(a, c): fleet.sim.sent(seller=fleet.seller_of[a], chat_id=c) for a, c, m in fleet.asked if m in only_w0}
         late = [key for key, replies in sent.items() if any(r["connection"] in paused_connections for r in replies)]
         assert late == [], f"{len(late)} replies from the paused worker after it lost its lease"
         assert all(len(replies) == 1 for replies in sent.values()), sent

@@ -38,6 +38,7 @@ FAST_DELIVERY = DeliveryOptions(
 )
 ORDER_OPTIONS = replace(FAST_OPTIONS, delivery=FAST_DELIVERY, notify=NotifyOptions(timeout=5.0, fold_seconds=0.0))
 
+
 @pytest.fixture
 async def make_engine(store: Store, settings: Settings) -> AsyncIterator[EngineFactory]:
     """Start engines on the test's store (optionally with other options); every one is stopped at the end."""

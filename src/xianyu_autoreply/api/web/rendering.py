@@ -120,9 +120,11 @@ class WebRoute(APIRoute):
 
 def request_lang(request: Request) -> str:
     """`?lang=` first (the switch link), then the cookie, then Chinese."""
-    return normalize_lang(request.query_params.get("lang")) or normalize_lang(
-        request.cookies.get(LANG_COOKIE)
-    ) or DEFAULT_LANG
+    return (
+        normalize_lang(request.query_params.get("lang"))
+        or normalize_lang(request.cookies.get(LANG_COOKIE))
+        or DEFAULT_LANG
+    )
 
 
 def render(
