@@ -4,13 +4,14 @@ The seeds' CookieManager, kept to its promises:
 - Every operation on an account (add, remove, update cookie, enable/disable, rules, settings, reload) runs under
   that account's lock and writes through: the database transaction commits first, then memory and tasks change.
   A refused input or a failed write raises before anything in memory or any running task was touched.
-- A supervisor task per enabled account runs its `AccountSession`; a crash restarts it with backoff, too many
-  crashes in a window park it in `error`, and a lost login in `auth_expired`. No account can take another down.
+- A supervisor task per enabled account runs its session and pipeline (built by `AccountWiring`, wiring.py); a
+  crash restarts it with backoff, too many crashes in a window park it in `error`, and a lost login in
+  `auth_expired`. No account can take another down.
 - Sessions start at a bounded rate, so thousands of accounts come up without a thundering herd.
 - Rule and setting changes reach the account's `AccountReplier` at once; the session keeps running.
-- Nothing acknowledged is lost: a session acknowledges a push only after `record` stored its items; on every
-  (re)connect `_resume` handles what the account recorded and never finished (a kill, a drain cut short, a bucket
-  taken over), exactly once: a reply is sent only by the handler whose `begin_reply` moved the row.
+- Nothing acknowledged is lost: the pipeline acknowledges a push only after its `record` step stored the items;
+  on every (re)connect `_resume` hands back what the account recorded and never finished (a kill, a drain cut
+  short, a bucket taken over), exactly once: a reply is sent only by the handler whose `begin_reply` moved the row.
 
 Lifecycle: stopped -> starting -> running <-> backoff, and auth_expired / error / deleted (DESIGN §2).
 """
@@ -19,34 +20,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
+import functools
 import threading
 import time
-from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Coroutine, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from decimal import Decimal, InvalidOperation
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import structlog
 
 from ..config import Settings
 from ..outbound import OutboundGuard, OutboundPolicy
-from ..platform.ai import AIReplier
 from ..platform.limits import ProcessLimits
 from ..platform.mtop_client import MtopApi, MtopClient
 from ..platform.session import AccountSession
-from ..platform.values import ConnectionState, ReconnectPolicy, Reply, Sent, SessionOutcome, SessionStats, StateChange
-from ..protocol import BuyerMessage, now_ms, parse_cookie
+from ..platform.values import ConnectionState, ReconnectPolicy, Reply, Sent, SessionOutcome, StateChange
+from ..protocol import now_ms, parse_cookie
 from ..replies import (
     AIReplyError,
-    ChatFacts,
     ReplyKind,
-    ReplySettings,
     Rule,
     RuleIndex,
     TryResult,
-    Turn,
     try_reply,
     validate_template,
 )
@@ -57,12 +52,12 @@ from ..store import (
     AiSettingsUpdate,
     DeliveryRule,
     DeliveryRuleSpec,
-    Direction,
     InvalidValue,
     Store,
 )
 from ..store.accounts import ReplyConfig
 from ..store.cluster import Fence
+from .account import AccountRuntime, AccountState, Lifecycle
 from .errors import NotConnected
 from .events import (
     AccountAdded,
@@ -71,44 +66,14 @@ from .events import (
     CookieUpdated,
     EventBus,
     LifecycleChanged,
-    VerificationRequired,
 )
 from .notify import Notifier, NotifyOptions
 from .orders import DeliveryOptions, OrderDesk
-from .pipeline import AccountPipeline, Steps
-from .replier import AccountReplier
-from .steps import AccountSteps
+from .pipeline import AccountPipeline
+from .wiring import AccountWiring
 
 log = structlog.get_logger("xianyu_autoreply.engine")
 T = TypeVar("T")
-
-
-class Lifecycle(enum.StrEnum):
-    STOPPED = "stopped"
-    STARTING = "starting"
-    RUNNING = "running"
-    BACKOFF = "backoff"
-    AUTH_EXPIRED = "auth_expired"
-    ERROR = "error"
-    DELETED = "deleted"
-
-
-@dataclass(frozen=True, slots=True)
-class AccountState:
-    """What the engine knows about an account right now (the API's `/accounts/{id}/state`)."""
-
-    account_id: str
-    lifecycle: Lifecycle
-    connection: str
-    since_ms: int
-    last_error: str | None
-    reconnects: int
-    messages_in: int
-    replies_out: int
-    crashes: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,50 +91,6 @@ class EngineOptions:
     policy: ReconnectPolicy = field(default_factory=ReconnectPolicy)
     delivery: DeliveryOptions = field(default_factory=DeliveryOptions)  # orders: retries, sweep, webhook
     notify: NotifyOptions = field(default_factory=NotifyOptions)  # owner notifications
-
-
-class _Runtime:
-    """The in-memory half of one account."""
-
-    def __init__(self, account_id: str, *, cookie: str, proxy: str | None, enabled: bool, version: int) -> None:
-        self.account_id = account_id
-        self.cookie = cookie
-        self.proxy = proxy
-        self.enabled = enabled
-        self.version = version
-        self.lock = asyncio.Lock()
-        self.lifecycle = Lifecycle.STOPPED
-        self.since_ms = now_ms()
-        self.last_error: str | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.session: AccountSession | None = None
-        self.pipeline: AccountPipeline | None = None
-        self.replier: AccountReplier | None = None
-        self.steps: AccountSteps | None = None
-        self.crashes: deque[float] = deque()
-        self.totals = SessionStats()
-        self.items: OrderedDict[str, ChatFacts] = OrderedDict()
-
-    def absorb(self, stats: SessionStats) -> None:
-        """Fold a finished session's counters into the account's totals."""
-        self.totals.reconnects += stats.reconnects
-        self.totals.messages_in += stats.messages_in
-        self.totals.replies_out += stats.replies_out
-
-    def state(self) -> AccountState:
-        live = self.session.stats if self.session is not None else SessionStats()
-        connection = self.session.state.value if self.session is not None else ConnectionState.DISCONNECTED.value
-        return AccountState(
-            account_id=self.account_id,
-            lifecycle=self.lifecycle,
-            connection=connection,
-            since_ms=self.since_ms,
-            last_error=self.last_error,
-            reconnects=self.totals.reconnects + live.reconnects,
-            messages_in=self.totals.messages_in + live.messages_in,
-            replies_out=self.totals.replies_out + live.replies_out,
-            crashes=len(self.crashes),
-        )
 
 
 class AccountScheduler:
@@ -202,7 +123,7 @@ class AccountScheduler:
             mtop_url=settings.platform.mtop_url, passport_url=settings.platform.passport_url, outbound=self.outbound
         )
         self._limits = limits
-        self._runtimes: dict[str, _Runtime] = {}
+        self._runtimes: dict[str, AccountRuntime] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         # Reply configs read in bulk at start/attach, each used once by its account's first replier; any change
         # to the account through this scheduler (or a reload) drops its entry, so a newer setting is never lost.
@@ -213,7 +134,7 @@ class AccountScheduler:
         self._loop_thread: int | None = None
         self.running = False
         self._chores: set[asyncio.Task[None]] = set()  # resumes after a connect
-        # Orders and owner notifications (engine/orders.py, engine/notify.py): wired here and in `_new_session`.
+        # Orders and owner notifications (engine/orders/, engine/notify.py); each account's parts: engine/wiring.py.
         self.orders = OrderDesk(
             store=store,
             mtop=self.mtop,
@@ -223,6 +144,17 @@ class AccountScheduler:
             fence_for=self.fence_for,
             options=self.options.delivery,
             outbound=self.outbound,
+        )
+        self.wiring = AccountWiring(
+            store=store,
+            settings=settings,
+            mtop=self.mtop,
+            bus=self.bus,
+            orders=self.orders,
+            outbound=self.outbound,
+            policy=self.options.policy,
+            ai_timeout=self.options.ai_timeout,
+            fence_for=self.fence_for,
         )
         self.notifier = Notifier(store=store, options=self.options.notify, outbound=self.outbound)
 
@@ -242,7 +174,7 @@ class AccountScheduler:
         self._preloaded.update(await self.store.get_reply_configs([x.id for x in secrets if x.enabled]))
         total = len(secrets)
         for done, secret in enumerate(secrets, 1):
-            rt = _Runtime(
+            rt = AccountRuntime(
                 secret.id, cookie=secret.cookie, proxy=secret.proxy, enabled=secret.enabled, version=secret.version
             )
             self._runtimes[secret.id] = rt
@@ -319,7 +251,9 @@ class AccountScheduler:
             )
             if not self._owned(account_id):
                 return account  # scale-out: the node that owns its bucket runs it
-            rt = _Runtime(account_id, cookie=cookie.strip(), proxy=proxy, enabled=enabled, version=account.version)
+            rt = AccountRuntime(
+                account_id, cookie=cookie.strip(), proxy=proxy, enabled=enabled, version=account.version
+            )
             self._runtimes[account_id] = rt
             self.bus.publish(AccountAdded(account_id=account_id))
             if enabled and self.running:
@@ -397,7 +331,7 @@ class AccountScheduler:
             rt.version = account.version
             self._preloaded.pop(account_id, None)
             if rt.replier is not None:
-                rt.replier.update(settings=await self._reply_settings(account_id))
+                rt.replier.update(settings=await self.wiring.reply_settings(account_id))
             return account
 
     async def set_delivery_rules(
@@ -438,7 +372,7 @@ class AccountScheduler:
             saved = await self.store.put_settings(account_id, settings, ai=ai, actor=actor)
             self._preloaded.pop(account_id, None)
             if rt.replier is not None:
-                rt.replier.update(settings=await self._reply_settings(account_id))
+                rt.replier.update(settings=await self.wiring.reply_settings(account_id))
             return saved
 
     async def reload(self, account_id: str | None = None) -> None:
@@ -459,7 +393,9 @@ class AccountScheduler:
             async with self._lock(secret.id):
                 known = self._runtimes.get(secret.id)
                 if known is None:
-                    known = _Runtime(secret.id, cookie=secret.cookie, proxy=secret.proxy, enabled=False, version=0)
+                    known = AccountRuntime(
+                        secret.id, cookie=secret.cookie, proxy=secret.proxy, enabled=False, version=0
+                    )
                     self._runtimes[secret.id] = known
                 rt = known
                 changed = (rt.cookie, rt.proxy) != (secret.cookie, secret.proxy)
@@ -469,7 +405,7 @@ class AccountScheduler:
                 rt.enabled = secret.enabled
                 if rt.replier is not None:
                     rt.replier.update(
-                        rules=await self._rules(secret.id), settings=await self._reply_settings(secret.id)
+                        rules=await self.wiring.rules(secret.id), settings=await self.wiring.reply_settings(secret.id)
                     )
                 if rt.enabled and rt.task is None and self.running:
                     self._launch(rt)
@@ -491,14 +427,12 @@ class AccountScheduler:
         fail, the fallback is shown with the reason.
         """
         rt = self._runtime(account_id)
-        rules = rt.replier.rules if rt.replier is not None else await self._rules(account_id)
-        settings = rt.replier.settings if rt.replier is not None else await self._reply_settings(account_id)
+        rules = rt.replier.rules if rt.replier is not None else await self.wiring.rules(account_id)
+        settings = rt.replier.settings if rt.replier is not None else await self.wiring.reply_settings(account_id)
         result = try_reply(text, item_id=item_id, rules=rules, settings=settings)
         if result.ai_query is None:
             return result
-        ai = AIReplier(
-            settings.ai, account_name=settings.account_name, timeout_s=self.options.ai_timeout, outbound=self.outbound
-        )
+        ai = self.wiring.ai(settings)
         try:
             answer = await ai.reply(result.ai_query)
         except AIReplyError as exc:
@@ -538,7 +472,7 @@ class AccountScheduler:
             async with self._lock(secret.id):
                 if secret.id in self._runtimes or not self._owned(secret.id):
                     continue
-                rt = _Runtime(
+                rt = AccountRuntime(
                     secret.id, cookie=secret.cookie, proxy=secret.proxy, enabled=secret.enabled, version=secret.version
                 )
                 self._runtimes[secret.id] = rt
@@ -573,12 +507,12 @@ class AccountScheduler:
 
     # --- supervision ----------------------------------------------------------------------------------------
 
-    def _launch(self, rt: _Runtime) -> None:
+    def _launch(self, rt: AccountRuntime) -> None:
         if not self._owned(rt.account_id):
             return  # scale-out: never a session for an account of a bucket this node does not hold
         rt.task = asyncio.get_running_loop().create_task(self._supervise(rt), name=f"account:{rt.account_id}")
 
-    async def _supervise(self, rt: _Runtime) -> None:
+    async def _supervise(self, rt: AccountRuntime) -> None:
         """Run the account's session; restart it after a crash with backoff; park it on auth loss or crash loops."""
         self._set_lifecycle(rt, Lifecycle.STARTING, "start")
         while True:
@@ -591,12 +525,12 @@ class AccountScheduler:
                     # the database we read, or applied to this replier after we made it. Never lost in between.
                     async with self._lock(rt.account_id):
                         if rt.replier is None:
-                            rt.replier = await self._make_replier(rt)
+                            rt.replier = await self.wiring.replier(rt, self._preloaded.pop(rt.account_id, None))
                 except Exception as exc:
                     if not await self._crashed(rt, exc):
                         return
                     continue
-            pipeline = self._new_pipeline(rt)
+            pipeline = self.wiring.pipeline(rt, limits=self._limits, on_state=functools.partial(self._on_state, rt))
             session = pipeline.session
             rt.session, rt.pipeline = session, pipeline
             try:
@@ -618,7 +552,7 @@ class AccountScheduler:
                 self.bus.publish(AuthExpired(account_id=rt.account_id))
             return
 
-    async def _crashed(self, rt: _Runtime, exc: Exception) -> bool:
+    async def _crashed(self, rt: AccountRuntime, exc: Exception) -> bool:
         """Record a crash; True to restart after the backoff, False when the account is parked in `error`."""
         now = time.monotonic()
         rt.crashes.append(now)
@@ -634,7 +568,7 @@ class AccountScheduler:
         await asyncio.sleep(delay)
         return True
 
-    async def _halt(self, rt: _Runtime, *, timeout: float | None = None, drain: float | None = None) -> None:
+    async def _halt(self, rt: AccountRuntime, *, timeout: float | None = None, drain: float | None = None) -> None:
         """Stop the account's session and supervisor; abandon them if they outlive the stop timeout.
 
         The session first lets the messages it is handling be answered (up to `drain` seconds): a pushed
@@ -667,7 +601,7 @@ class AccountScheduler:
         if wait > 0:
             await asyncio.sleep(wait)
 
-    def _set_lifecycle(self, rt: _Runtime, lifecycle: Lifecycle, reason: str) -> None:
+    def _set_lifecycle(self, rt: AccountRuntime, lifecycle: Lifecycle, reason: str) -> None:
         if lifecycle is rt.lifecycle:
             return
         rt.lifecycle = lifecycle
@@ -676,61 +610,23 @@ class AccountScheduler:
 
     # --- one session and its pipeline ----------------------------------------------------------------------
 
-    def _new_pipeline(self, rt: _Runtime) -> AccountPipeline:
-        account_id, replier, steps = rt.account_id, rt.replier, rt.steps
-        assert replier is not None and steps is not None
-
-        def on_state(change: StateChange) -> None:
-            if change.state is ConnectionState.CONNECTED:
-                self._set_lifecycle(rt, Lifecycle.RUNNING, change.reason)
-                if rt.pipeline is not None:
-                    self._background(self._resume(rt, rt.pipeline), name=f"resume:{account_id}")
-            elif change.state is ConnectionState.RECONNECTING and rt.lifecycle is not Lifecycle.STARTING:
-                rt.last_error = rt.session.stats.last_error if rt.session is not None else change.reason
-                self._set_lifecycle(rt, Lifecycle.BACKOFF, change.reason)
-            self.bus.publish(ConnectionChanged(account_id=account_id, state=change.state.value, reason=change.reason))
-
-        async def on_cookie(cookie: str) -> None:
-            # The platform refreshed a cookie value: keep it, so a restart logs in with the fresh one.
-            try:
-                account = await self.store.update_cookie(
-                    account_id, cookie, actor="session", fence=self.fence_for(account_id)
-                )
-            except Exception as exc:
-                log.warning("could not save a refreshed cookie", account_id=account_id, error=type(exc).__name__)
-                return
-            rt.cookie, rt.version = cookie, account.version
-
-        async def on_verification(url: str | None) -> None:
-            rt.last_error = "verification_required"
-            self.bus.publish(VerificationRequired(account_id=account_id, url=url))
-
-        session = AccountSession(
-            account_id=account_id,
-            cookie=rt.cookie,
-            ws_url=self.settings.platform.ws_url,
-            mtop=self.mtop,
-            settings=self.settings.session,
-            proxy=rt.proxy,
-            limits=self._limits,
-            policy=self.options.policy,
-            outbound=self.outbound,
-            on_state=on_state,
-            on_cookie=on_cookie,
-            on_verification=on_verification,
-        )
-        return AccountPipeline(
-            session,
-            Steps(decide=replier.decide, record=steps.record, apply=steps.apply, log=steps.log),
-            limits=self._limits,
-        )
+    def _on_state(self, rt: AccountRuntime, change: StateChange) -> None:
+        """The session's connection state, made the account's lifecycle; a connect resumes what was left."""
+        if change.state is ConnectionState.CONNECTED:
+            self._set_lifecycle(rt, Lifecycle.RUNNING, change.reason)
+            if rt.pipeline is not None:
+                self._background(self._resume(rt, rt.pipeline), name=f"resume:{rt.account_id}")
+        elif change.state is ConnectionState.RECONNECTING and rt.lifecycle is not Lifecycle.STARTING:
+            rt.last_error = rt.session.stats.last_error if rt.session is not None else change.reason
+            self._set_lifecycle(rt, Lifecycle.BACKOFF, change.reason)
+        self.bus.publish(ConnectionChanged(account_id=rt.account_id, state=change.state.value, reason=change.reason))
 
     def _background(self, coro: Coroutine[Any, Any, None], *, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._chores.add(task)
         task.add_done_callback(self._chores.discard)
 
-    async def _resume(self, rt: _Runtime, pipeline: AccountPipeline) -> None:
+    async def _resume(self, rt: AccountRuntime, pipeline: AccountPipeline) -> None:
         """After every connect: what the account recorded and never finished, once per row (engine/steps.py)."""
         assert rt.steps is not None
         try:
@@ -743,86 +639,7 @@ class AccountScheduler:
         if counts:
             log.info("resumed unfinished messages", account_id=rt.account_id, **counts)
 
-    async def _make_replier(self, rt: _Runtime) -> AccountReplier:
-        account_id = rt.account_id
-        steps = rt.steps = AccountSteps(
-            account_id,
-            store=self.store,
-            bus=self.bus,
-            orders=self.orders,
-            fence=lambda: self.fence_for(account_id),
-            expire_ms=int(self.settings.session.message_expire * 1000),
-        )
-
-        async def history(chat_id: str) -> list[Turn]:
-            await self.store.log_writer.flush()  # the AI must see the replies still queued for the log
-            messages = await self.store.list_messages(account_id, chat_id=chat_id, limit=21)
-            seller = rt.session.seller_id if rt.session is not None else None
-            turns = [
-                Turn(m.text, from_buyer=m.direction is Direction.IN and m.sender_id != seller)
-                for m in messages
-                if m.text
-            ]
-            return turns[:-1]  # the current message is the query itself
-
-        async def facts(event: BuyerMessage) -> ChatFacts:
-            item_id = event.item_id or ""
-            cached = rt.items.get(item_id)
-            if cached is not None:
-                return cached
-            session = rt.session
-            if session is None:
-                return ChatFacts()
-            detail = await self.mtop.item_detail(session.cookie_jar, item_id=item_id, proxy=rt.proxy)
-            fact = ChatFacts(item_title=detail.title or None, item_price=_price(detail.price))
-            rt.items[item_id] = fact
-            while len(rt.items) > 256:
-                rt.items.popitem(last=False)
-            return fact
-
-        preloaded = self._preloaded.pop(account_id, None)
-        if preloaded is not None:
-            rules, settings = RuleIndex.build(preloaded.rules), self._compose_settings(preloaded)
-        else:
-            rules, settings = await self._rules(account_id), await self._reply_settings(account_id)
-        return AccountReplier(
-            account_id=account_id,
-            rules=rules,
-            settings=settings,
-            history=history,
-            facts=facts,
-            on_decision=steps.decided,
-            claim_reply=steps.claim,
-            ai_factory=lambda s: AIReplier(
-                s.ai, account_name=s.account_name, timeout_s=self.options.ai_timeout, outbound=self.outbound
-            ),
-        )
-
-    async def _rules(self, account_id: str) -> RuleIndex:
-        return RuleIndex.build(await self.store.get_rules(account_id))
-
-    async def _reply_settings(self, account_id: str) -> ReplySettings:
-        settings = await self.store.get_settings(account_id)
-        ai = await self.store.get_ai_settings(account_id)
-        key = await self.store.get_ai_api_key(account_id) if ai.has_api_key else None
-        account = await self.store.get_account(account_id)
-        return self._compose_settings(
-            ReplyConfig(
-                account_id=account_id,
-                version=account.version,
-                remark=account.remark,
-                rules=[],
-                settings=settings,
-                ai=ai,
-                ai_api_key=key,
-            )
-        )
-
-    def _compose_settings(self, config: ReplyConfig) -> ReplySettings:
-        """The replier's settings from what the store holds for the account."""
-        return config.reply_settings(message_expire_seconds=self.settings.session.message_expire)
-
-    def _runtime(self, account_id: str) -> _Runtime:
+    def _runtime(self, account_id: str) -> AccountRuntime:
         rt = self._runtimes.get(account_id)
         if rt is None:
             raise AccountNotFound(account_id)
@@ -835,10 +652,4 @@ class AccountScheduler:
         return lock
 
 
-def _price(value: str | None) -> Decimal | None:
-    if not value:
-        return None
-    try:
-        return Decimal(value)
-    except InvalidOperation:
-        return None
+__all__ = ["AccountScheduler", "AccountState", "EngineOptions", "Lifecycle"]
