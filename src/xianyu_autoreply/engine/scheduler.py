@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import threading
-import time
 from collections.abc import Callable, Collection, Coroutine, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import structlog
@@ -34,8 +32,8 @@ from ..outbound import OutboundGuard, OutboundPolicy
 from ..platform.limits import ProcessLimits
 from ..platform.mtop_client import MtopApi, MtopClient
 from ..platform.session import AccountSession
-from ..platform.values import ConnectionState, ReconnectPolicy, Reply, Sent, SessionOutcome, StateChange
-from ..protocol import now_ms, parse_cookie
+from ..platform.values import Reply, Sent
+from ..protocol import parse_cookie
 from ..replies import (
     AIReplyError,
     ReplyKind,
@@ -61,36 +59,17 @@ from .account import AccountRuntime, AccountState, Lifecycle
 from .errors import NotConnected
 from .events import (
     AccountAdded,
-    AuthExpired,
-    ConnectionChanged,
     CookieUpdated,
     EventBus,
-    LifecycleChanged,
 )
-from .notify import Notifier, NotifyOptions
-from .orders import DeliveryOptions, OrderDesk
+from .notify import Notifier
+from .orders import OrderDesk
 from .pipeline import AccountPipeline
+from .supervisor import EngineOptions, Supervisor
 from .wiring import AccountWiring
 
 log = structlog.get_logger("xianyu_autoreply.engine")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class EngineOptions:
-    """Engine tuning; the defaults suit production, tests shorten them."""
-
-    connect_rate: float = 200.0  # session starts per second, all accounts together
-    stop_timeout: float = 10.0  # wait this long for a session to close, then abandon it
-    drain_timeout: float = 5.0  # before that, messages still being handled get this long to be answered
-    crash_window: float = 300.0
-    max_crashes: int = 5  # crashes within the window before an account is parked in `error`
-    crash_backoff_base: float = 1.0
-    crash_backoff_cap: float = 60.0
-    ai_timeout: float = 20.0  # one AI answer, retries included; past it the default reply goes out
-    policy: ReconnectPolicy = field(default_factory=ReconnectPolicy)
-    delivery: DeliveryOptions = field(default_factory=DeliveryOptions)  # orders: retries, sweep, webhook
-    notify: NotifyOptions = field(default_factory=NotifyOptions)  # owner notifications
 
 
 class AccountScheduler:
@@ -128,12 +107,9 @@ class AccountScheduler:
         # Reply configs read in bulk at start/attach, each used once by its account's first replier; any change
         # to the account through this scheduler (or a reload) drops its entry, so a newer setting is never lost.
         self._preloaded: dict[str, ReplyConfig] = {}
-        self._next_start = 0.0
-        self._pace_lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self.running = False
-        self._chores: set[asyncio.Task[None]] = set()  # resumes after a connect
         # Orders and owner notifications (engine/orders/, engine/notify.py); each account's parts: engine/wiring.py.
         self.orders = OrderDesk(
             store=store,
@@ -156,6 +132,14 @@ class AccountScheduler:
             ai_timeout=self.options.ai_timeout,
             fence_for=self.fence_for,
         )
+        self._supervisor = Supervisor(
+            options=self.options,
+            bus=self.bus,
+            wiring=self.wiring,
+            lock=self._lock,
+            preloaded=self._preloaded,
+            owned=self._owned,
+        )
         self.notifier = Notifier(store=store, options=self.options.notify, outbound=self.outbound)
 
     # --- lifecycle of the engine ----------------------------------------------------------------------------
@@ -164,9 +148,9 @@ class AccountScheduler:
         """Load every account and start the enabled ones (at the bounded connect rate)."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self._pace_lock = asyncio.Lock()
         if self._limits is None:
             self._limits = ProcessLimits()
+        self._supervisor.limits = self._limits
         self.running = True
         self.notifier.watch(self.bus)
         self.orders.start(self._connected_accounts)
@@ -179,7 +163,7 @@ class AccountScheduler:
             )
             self._runtimes[secret.id] = rt
             if rt.enabled:
-                self._launch(rt)
+                self._supervisor.launch(rt)
             if progress is not None:
                 progress(done, total)
         log.info("engine started", accounts=total, enabled=sum(rt.enabled for rt in self._runtimes.values()))
@@ -187,10 +171,9 @@ class AccountScheduler:
     async def stop(self) -> None:
         """Stop accepting work and close every session (1001) within the stop timeout."""
         self.running = False
-        for chore in list(self._chores):
-            chore.cancel()
+        self._supervisor.cancel_chores()
         runtimes = list(self._runtimes.values())
-        await asyncio.gather(*(self._halt(rt) for rt in runtimes), return_exceptions=True)
+        await asyncio.gather(*(self._supervisor.halt(rt) for rt in runtimes), return_exceptions=True)
         self._preloaded.clear()
         for rt in runtimes:
             if rt.replier is not None:
@@ -257,7 +240,7 @@ class AccountScheduler:
             self._runtimes[account_id] = rt
             self.bus.publish(AccountAdded(account_id=account_id))
             if enabled and self.running:
-                self._launch(rt)
+                self._supervisor.launch(rt)
             return account
 
     async def remove(self, account_id: str, *, actor: str = "system") -> None:
@@ -267,10 +250,10 @@ class AccountScheduler:
             self._preloaded.pop(account_id, None)
             rt = self._runtimes.pop(account_id, None)
             if rt is not None:
-                await self._halt(rt)
+                await self._supervisor.halt(rt)
                 if rt.replier is not None:
                     await rt.replier.aclose()
-                self._set_lifecycle(rt, Lifecycle.DELETED, "deleted")
+                self._supervisor.set_lifecycle(rt, Lifecycle.DELETED, "deleted")
         # The lock stays: a caller already waiting on it must keep excluding the next one (an id re-added later).
 
     async def update_cookie(
@@ -284,11 +267,11 @@ class AccountScheduler:
             if save_to_db:
                 account = await self.store.update_cookie(account_id, cookie, actor=actor)
                 rt.version = account.version
-            await self._halt(rt)
+            await self._supervisor.halt(rt)
             rt.cookie = cookie.strip()
             rt.crashes.clear()
             if rt.enabled and self.running:
-                self._launch(rt)
+                self._supervisor.launch(rt)
             self.bus.publish(CookieUpdated(account_id=account_id))
             return account
 
@@ -302,9 +285,9 @@ class AccountScheduler:
             if enabled:
                 rt.crashes.clear()
                 if self.running and rt.task is None:
-                    self._launch(rt)
+                    self._supervisor.launch(rt)
             else:
-                await self._halt(rt)
+                await self._supervisor.halt(rt)
             return account
 
     async def update_proxy(self, account_id: str, proxy: str | None, *, actor: str = "system") -> Account:
@@ -314,9 +297,9 @@ class AccountScheduler:
             account = await self.store.update_account(account_id, proxy=proxy, actor=actor)
             rt.proxy, rt.version = proxy, account.version
             if rt.task is not None:
-                await self._halt(rt)
+                await self._supervisor.halt(rt)
                 if rt.enabled and self.running:
-                    self._launch(rt)
+                    self._supervisor.launch(rt)
             return account
 
     async def update_account(self, account_id: str, *, actor: str = "system", **fields: Any) -> Account:
@@ -387,8 +370,8 @@ class AccountScheduler:
         for gone in [i for i in self._runtimes if (ids is None or i in ids) and i not in by_id]:
             async with self._lock(gone):
                 rt = self._runtimes.pop(gone)
-                await self._halt(rt)
-                self._set_lifecycle(rt, Lifecycle.DELETED, "reload")
+                await self._supervisor.halt(rt)
+                self._supervisor.set_lifecycle(rt, Lifecycle.DELETED, "reload")
         for secret in by_id.values():
             async with self._lock(secret.id):
                 known = self._runtimes.get(secret.id)
@@ -401,14 +384,14 @@ class AccountScheduler:
                 changed = (rt.cookie, rt.proxy) != (secret.cookie, secret.proxy)
                 rt.cookie, rt.proxy, rt.version = secret.cookie, secret.proxy, secret.version
                 if rt.task is not None and (changed or not secret.enabled):
-                    await self._halt(rt)
+                    await self._supervisor.halt(rt)
                 rt.enabled = secret.enabled
                 if rt.replier is not None:
                     rt.replier.update(
                         rules=await self.wiring.rules(secret.id), settings=await self.wiring.reply_settings(secret.id)
                     )
                 if rt.enabled and rt.task is None and self.running:
-                    self._launch(rt)
+                    self._supervisor.launch(rt)
 
     async def send_manual(self, account_id: str, chat_id: str, to_user: str, text: str) -> Sent:
         """The seller answers by hand through the account's session; auto-replies in that chat pause."""
@@ -480,7 +463,7 @@ class AccountScheduler:
                     self._preloaded[secret.id] = configs[secret.id]
                 added += 1
                 if rt.enabled and self.running:
-                    self._launch(rt)
+                    self._supervisor.launch(rt)
         return added
 
     async def detach(self, account_ids: Collection[str], *, timeout: float | None = None, drain: float = 0.0) -> None:
@@ -496,7 +479,7 @@ class AccountScheduler:
             rt = self._runtimes.pop(account_id, None)
             if rt is None:
                 return
-            await self._halt(rt, timeout=timeout, drain=drain)
+            await self._supervisor.halt(rt, timeout=timeout, drain=drain)
             if rt.replier is not None:
                 await rt.replier.aclose()
 
@@ -504,140 +487,6 @@ class AccountScheduler:
         with contextlib.suppress(Exception):
             # Before the lease passes on: the log entries those sessions queued (fenced or not) get written.
             await self.store.log_writer.flush()
-
-    # --- supervision ----------------------------------------------------------------------------------------
-
-    def _launch(self, rt: AccountRuntime) -> None:
-        if not self._owned(rt.account_id):
-            return  # scale-out: never a session for an account of a bucket this node does not hold
-        rt.task = asyncio.get_running_loop().create_task(self._supervise(rt), name=f"account:{rt.account_id}")
-
-    async def _supervise(self, rt: AccountRuntime) -> None:
-        """Run the account's session; restart it after a crash with backoff; park it on auth loss or crash loops."""
-        self._set_lifecycle(rt, Lifecycle.STARTING, "start")
-        while True:
-            # Paced before the replier's reads too: thousands of accounts starting at once would otherwise all
-            # read the database together, and a pool timeout there used to end the supervisor for good.
-            await self._pace()
-            if rt.replier is None:
-                try:
-                    # Under the account's lock: a rule or setting change made meanwhile is then either already in
-                    # the database we read, or applied to this replier after we made it. Never lost in between.
-                    async with self._lock(rt.account_id):
-                        if rt.replier is None:
-                            rt.replier = await self.wiring.replier(rt, self._preloaded.pop(rt.account_id, None))
-                except Exception as exc:
-                    if not await self._crashed(rt, exc):
-                        return
-                    continue
-            pipeline = self.wiring.pipeline(rt, limits=self._limits, on_state=functools.partial(self._on_state, rt))
-            session = pipeline.session
-            rt.session, rt.pipeline = session, pipeline
-            try:
-                outcome = await pipeline.run()
-            except asyncio.CancelledError:
-                await pipeline.close()
-                raise
-            except Exception as exc:
-                rt.absorb(session.stats)
-                rt.session = rt.pipeline = None
-                if not await self._crashed(rt, exc) or not self._owned(rt.account_id):
-                    return
-                continue
-            rt.absorb(session.stats)
-            rt.session = rt.pipeline = None
-            if outcome is SessionOutcome.AUTH_EXPIRED:
-                rt.last_error = session.stats.last_error
-                self._set_lifecycle(rt, Lifecycle.AUTH_EXPIRED, "login expired: a new cookie is needed")
-                self.bus.publish(AuthExpired(account_id=rt.account_id))
-            return
-
-    async def _crashed(self, rt: AccountRuntime, exc: Exception) -> bool:
-        """Record a crash; True to restart after the backoff, False when the account is parked in `error`."""
-        now = time.monotonic()
-        rt.crashes.append(now)
-        while rt.crashes and now - rt.crashes[0] > self.options.crash_window:
-            rt.crashes.popleft()
-        rt.last_error = f"{type(exc).__name__}: {exc}"
-        log.error("session crashed", account_id=rt.account_id, error=rt.last_error, crashes=len(rt.crashes))
-        if len(rt.crashes) >= self.options.max_crashes:
-            self._set_lifecycle(rt, Lifecycle.ERROR, rt.last_error)
-            return False
-        delay = min(self.options.crash_backoff_cap, self.options.crash_backoff_base * 2 ** (len(rt.crashes) - 1))
-        self._set_lifecycle(rt, Lifecycle.BACKOFF, rt.last_error)
-        await asyncio.sleep(delay)
-        return True
-
-    async def _halt(self, rt: AccountRuntime, *, timeout: float | None = None, drain: float | None = None) -> None:
-        """Stop the account's session and supervisor; abandon them if they outlive the stop timeout.
-
-        The session first lets the messages it is handling be answered (up to `drain` seconds): a pushed
-        message is not pushed again, so one cut off here would never be answered.
-        """
-        timeout = self.options.stop_timeout if timeout is None else timeout
-        drain = self.options.drain_timeout if drain is None else drain
-        task, pipeline = rt.task, rt.pipeline
-        rt.task = None
-        if task is None:
-            return
-        if pipeline is not None:
-            with contextlib.suppress(Exception):
-                await pipeline.close(timeout=drain + timeout, drain=drain)
-        task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=timeout)
-        if not done:
-            log.error("session did not stop in time; abandoned", account_id=rt.account_id)
-        rt.session = rt.pipeline = None
-        if rt.lifecycle not in (Lifecycle.DELETED,):
-            self._set_lifecycle(rt, Lifecycle.STOPPED, "stopped")
-
-    async def _pace(self) -> None:
-        """Space session starts out to `connect_rate` per second across the whole engine."""
-        assert self._pace_lock is not None
-        async with self._pace_lock:
-            now = time.monotonic()
-            wait = self._next_start - now
-            self._next_start = max(now, self._next_start) + 1.0 / self.options.connect_rate
-        if wait > 0:
-            await asyncio.sleep(wait)
-
-    def _set_lifecycle(self, rt: AccountRuntime, lifecycle: Lifecycle, reason: str) -> None:
-        if lifecycle is rt.lifecycle:
-            return
-        rt.lifecycle = lifecycle
-        rt.since_ms = now_ms()
-        self.bus.publish(LifecycleChanged(account_id=rt.account_id, lifecycle=lifecycle.value, reason=reason))
-
-    # --- one session and its pipeline ----------------------------------------------------------------------
-
-    def _on_state(self, rt: AccountRuntime, change: StateChange) -> None:
-        """The session's connection state, made the account's lifecycle; a connect resumes what was left."""
-        if change.state is ConnectionState.CONNECTED:
-            self._set_lifecycle(rt, Lifecycle.RUNNING, change.reason)
-            if rt.pipeline is not None:
-                self._background(self._resume(rt, rt.pipeline), name=f"resume:{rt.account_id}")
-        elif change.state is ConnectionState.RECONNECTING and rt.lifecycle is not Lifecycle.STARTING:
-            rt.last_error = rt.session.stats.last_error if rt.session is not None else change.reason
-            self._set_lifecycle(rt, Lifecycle.BACKOFF, change.reason)
-        self.bus.publish(ConnectionChanged(account_id=rt.account_id, state=change.state.value, reason=change.reason))
-
-    def _background(self, coro: Coroutine[Any, Any, None], *, name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._chores.add(task)
-        task.add_done_callback(self._chores.discard)
-
-    async def _resume(self, rt: AccountRuntime, pipeline: AccountPipeline) -> None:
-        """After every connect: what the account recorded and never finished, once per row (engine/steps.py)."""
-        assert rt.steps is not None
-        try:
-            counts = await rt.steps.resume(pipeline)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("could not look for unfinished messages", account_id=rt.account_id, error=type(exc).__name__)
-            return
-        if counts:
-            log.info("resumed unfinished messages", account_id=rt.account_id, **counts)
 
     def _runtime(self, account_id: str) -> AccountRuntime:
         rt = self._runtimes.get(account_id)
