@@ -294,7 +294,7 @@ class CommandControl:
     async def set_delivery_rules(
         self, account_id: str, rules: Sequence[DeliveryRuleSpec], *, actor: str
     ) -> list[DeliveryRule]:
-        # Read from the database at each delivery (engine/orders.py): nothing for the worker to reload.
+        # Read from the database at each delivery (engine/orders/): nothing for the worker to reload.
         return await self.store.replace_delivery_rules(account_id, rules, actor=actor)
 
     async def try_reply(self, account_id: str, text: str, *, item_id: str | None) -> TryResult:
