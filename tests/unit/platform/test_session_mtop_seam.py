@@ -1,4 +1,4 @@
-"""AccountSession against an in-memory `MtopApi`: token failures classified by type, without any network.
+"""AccountSession against an in-memory `MtopApi` and connector: failures classified by type, without any network.
 
 The token is fetched before the WebSocket is opened, so a failing fetch never reaches the (unroutable) ws_url.
 """
@@ -6,8 +6,17 @@ The token is fetched before the WebSocket is opened, so a failing fetch never re
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
-from xianyu_autoreply.platform.errors import SessionExpired, TransportError
+from websockets.asyncio.client import ClientConnection
+
+from xianyu_autoreply.platform.errors import (
+    ConnectionLost,
+    DisconnectReason,
+    HandshakeRejected,
+    SessionExpired,
+    TransportError,
+)
 from xianyu_autoreply.platform.mtop_client import CookieJar, ItemDetail
 from xianyu_autoreply.platform.session import AccountSession, ReconnectPolicy, SessionOutcome
 
@@ -66,3 +75,40 @@ async def test_transport_failures_are_token_failures_retried_without_a_login_che
     assert await run is SessionOutcome.CLOSED
     assert s.stats.reconnect_reasons == {"token_failed": 2}
     assert mtop.login_checks == 0
+
+
+class TokenMtop(FakeMtop):
+    """Hands out a token at once: the session goes on to open its WebSocket."""
+
+    async def fetch_token(self, jar: CookieJar, *, device_id: str, proxy: str | None = None) -> str:
+        self.token_for.append(device_id)
+        return "token"
+
+
+async def test_the_connector_seam_opens_every_connection_and_its_failures_are_classified_by_type() -> None:
+    calls: list[tuple[str, str | None, str]] = []
+    failures: list[Exception] = [HandshakeRejected(403), ConnectionLost(DisconnectReason.REFUSED, "no listener")]
+
+    async def connector(
+        url: str, *, headers: Mapping[str, str], proxy: str | None, open_timeout: float
+    ) -> ClientConnection:
+        calls.append((url, proxy, headers["Cookie"]))
+        if failures:
+            raise failures.pop(0)
+        await asyncio.Event().wait()  # out of failures: the connect hangs until the session is closed
+        raise AssertionError("unreachable")
+
+    s = AccountSession(
+        account_id="a1",
+        cookie=COOKIE,
+        ws_url="wss://im.example/",
+        mtop=TokenMtop(alive=True),
+        policy=POLICY,
+        connector=connector,
+    )
+    run = asyncio.create_task(s.run())
+    await eventually(lambda: len(calls) == 3, timeout=5, interval=0.01)
+    await s.close(timeout=2)
+    assert await run is SessionOutcome.CLOSED
+    assert s.stats.reconnect_reasons == {"handshake_rejected": 1, "refused": 1}
+    assert {url for url, _, _ in calls} == {"wss://im.example/"} and "unb=2200000001" in calls[0][2]
