@@ -29,6 +29,7 @@ import structlog
 
 from ..config import Settings
 from ..outbound import OutboundGuard, OutboundPolicy
+from ..platform.ai import preload_sdk
 from ..platform.limits import ProcessLimits
 from ..platform.mtop_client import MtopApi, MtopClient
 from ..platform.session import AccountSession
@@ -151,6 +152,7 @@ class AccountScheduler:
         if self._limits is None:
             self._limits = ProcessLimits()
         self._supervisor.limits = self._limits
+        self._supervisor.background(asyncio.to_thread(preload_sdk), name="preload-ai-sdk")
         self.running = True
         self.notifier.watch(self.bus)
         self.orders.start(self._connected_accounts)

@@ -184,13 +184,13 @@ class Supervisor:
         if change.state is ConnectionState.CONNECTED:
             self.set_lifecycle(rt, Lifecycle.RUNNING, change.reason)
             if rt.pipeline is not None:
-                self._background(self._resume(rt, rt.pipeline), name=f"resume:{rt.account_id}")
+                self.background(self._resume(rt, rt.pipeline), name=f"resume:{rt.account_id}")
         elif change.state is ConnectionState.RECONNECTING and rt.lifecycle is not Lifecycle.STARTING:
             rt.last_error = rt.session.stats.last_error if rt.session is not None else change.reason
             self.set_lifecycle(rt, Lifecycle.BACKOFF, change.reason)
         self._bus.publish(ConnectionChanged(account_id=rt.account_id, state=change.state.value, reason=change.reason))
 
-    def _background(self, coro: Coroutine[Any, Any, None], *, name: str) -> None:
+    def background(self, coro: Coroutine[Any, Any, None], *, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._chores.add(task)
         task.add_done_callback(self._chores.discard)

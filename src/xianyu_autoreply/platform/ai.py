@@ -34,6 +34,7 @@ __all__ = [
     "AIRequestFailed",
     "AITimeout",
     "OpenAIClient",
+    "preload_sdk",
 ]
 
 DEFAULT_TIMEOUT_S = 20.0
@@ -54,6 +55,15 @@ class AIClient(Protocol):
         endpoint refused, failed or could not be reached (the outbound policy's refusal included).
         """
         ...
+
+
+def preload_sdk() -> None:
+    """Import the SDK's resource modules now, in a worker thread at start-up.
+
+    The SDK imports them lazily on a client's first `.chat`: ~0.9 s of CPU building pydantic models, inside the
+    event loop, which stalls every account (heartbeats included) on the first AI answer of the process.
+    """
+    import openai.resources  # noqa: F401
 
 
 class OpenAIClient:
