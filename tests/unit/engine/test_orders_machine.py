@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,34 +26,9 @@ from xianyu_autoreply.engine.orders.machine import (
     text_goods,
     unit_step,
 )
-from xianyu_autoreply.store import Delivery, DeliveryKind, DeliveryRule, DeliveryState, Order, StockCount
+from xianyu_autoreply.store import Delivery, DeliveryState
 
-NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-
-
-def rule(
-    rule_id: int,
-    *,
-    item_id: str | None = None,
-    title_keyword: str | None = None,
-    enabled: bool = True,
-    content: str | None = None,
-) -> DeliveryRule:
-    return DeliveryRule(
-        id=rule_id,
-        account_id="a",
-        position=rule_id,
-        kind=DeliveryKind.TEXT,
-        item_id=item_id,
-        title_keyword=title_keyword,
-        delay_seconds=0.0,
-        reusable_on_refund=False,
-        low_stock_threshold=0,
-        enabled=enabled,
-        has_content=True,
-        stock=StockCount(),
-        content=content,
-    )
+from .order_samples import NOW, ORDER, rule
 
 
 def delivery(
@@ -72,21 +47,6 @@ def delivery(
         created_at=NOW - timedelta(seconds=age),
         updated_at=NOW - timedelta(seconds=age),
     )
-
-
-ORDER = Order(
-    account_id="a",
-    order_id="o-1",
-    status="paid",
-    buyer_id="b",
-    buyer_nick="小王",
-    item_id="i",
-    item_title="月卡",
-    chat_id="c",
-    quantity=1,
-    created_at=NOW,
-    updated_at=NOW,
-)
 
 
 def walk(events: Sequence[str]) -> list[str]:

@@ -6,27 +6,8 @@ import pytest
 
 from xianyu_autoreply.engine.orders import DeliveryOptions, choose_rule, needs_title, next_status, webhook_answer
 from xianyu_autoreply.protocol import OrderStatus
-from xianyu_autoreply.store import DeliveryKind, DeliveryRule, StockCount
 
-
-def rule(
-    rule_id: int, *, item_id: str | None = None, title_keyword: str | None = None, enabled: bool = True
-) -> DeliveryRule:
-    return DeliveryRule(
-        id=rule_id,
-        account_id="a",
-        position=rule_id,
-        kind=DeliveryKind.TEXT,
-        item_id=item_id,
-        title_keyword=title_keyword,
-        delay_seconds=0.0,
-        reusable_on_refund=False,
-        low_stock_threshold=0,
-        enabled=enabled,
-        has_content=True,
-        stock=StockCount(),
-    )
-
+from .order_samples import rule
 
 # -- status machine ---------------------------------------------------------------------------------------------
 

@@ -3,46 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import replace
 
 import httpx
 import pytest
 
 from xianyu_autoreply.engine.orders import HttpGoodsWebhook, WebhookBlocked, WebhookError
-from xianyu_autoreply.store import DeliveryKind, DeliveryRule, Order, StockCount
+from xianyu_autoreply.store import DeliveryKind, DeliveryRule
 
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
-ORDER = Order(
-    account_id="a",
-    order_id="o-1",
-    status="paid",
-    buyer_id="b",
-    buyer_nick="小王",
-    item_id="i",
-    item_title="月卡",
-    chat_id="c",
-    quantity=2,
-    created_at=NOW,
-    updated_at=NOW,
-)
+from .order_samples import ORDER as SAMPLE_ORDER
+from .order_samples import rule
+
+ORDER = replace(SAMPLE_ORDER, quantity=2)
 
 
 def webhook_rule(url: str) -> DeliveryRule:
-    return DeliveryRule(
-        id=1,
-        account_id="a",
-        position=1,
-        kind=DeliveryKind.WEBHOOK,
-        item_id=None,
-        title_keyword=None,
-        delay_seconds=0.0,
-        reusable_on_refund=False,
-        low_stock_threshold=0,
-        enabled=True,
-        has_content=True,
-        stock=StockCount(),
-        content=url,
-    )
+    return rule(1, kind=DeliveryKind.WEBHOOK, content=url)
 
 
 def adapter(answer: Callable[[httpx.Request], httpx.Response], requests: list[httpx.Request]) -> HttpGoodsWebhook:
