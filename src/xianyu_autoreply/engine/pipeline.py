@@ -55,8 +55,6 @@ class PipelineStats:
     duplicates: int = 0  # recorded before (or remembered): not answered again
     expired: int = 0
     unrecorded: int = 0  # pushes left unacknowledged because their record failed or was refused
-    failures: int = 0  # answers that raised (logged)
-    last_error: str | None = None
 
 
 @dataclass
@@ -195,9 +193,7 @@ class AccountPipeline:
                     await self.send(event.chat_id, event.sender_id, reply, in_reply_to=incoming.key)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
-            self.stats.failures += 1
-            self.stats.last_error = f"answer: {type(exc).__name__}: {exc}"
+        except Exception:
             self._log.exception("answering a message failed", key=incoming.key)
         finally:
             if (key := incoming.key) is not None:
